@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from mpscl.adapt.sampling import batch_indices, iteration_generator
+from mpscl.adapt.schedule import poly_factor, set_poly_lr
+
+
+def test_poly_factor_hand_values():
+    assert poly_factor(0, 100, 0.9) == 1.0
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5 ** 0.9)  # 0.535887...
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5358867312681466)
+    assert poly_factor(100, 100, 0.9) == 0.0
+    assert poly_factor(75, 100, 2.0) == pytest.approx(0.0625)
+
+
+def test_set_poly_lr_keeps_head_ratio():
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "initial_lr": 2.5e-4}, {"params": [b], "initial_lr": 2.5e-3}], lr=2.5e-4)
+    f = set_poly_lr(opt, 25, 100, 0.9)
+    assert f == pytest.approx(0.75 ** 0.9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.5e-4 * 0.75 ** 0.9)
+    assert opt.param_groups[1]["lr"] / opt.param_groups[0]["lr"] == pytest.approx(10.0)
+
+
+def test_batches_are_a_function_of_seed_and_iteration():
+    n, bs = 10, 4
+    seq = [batch_indices(1, "source", i, bs, n) for i in range(5)]
+    assert seq == [batch_indices(1, "source", i, bs, n) for i in range(5)]
+    # the first two and a half batches walk one permutation: every index once per epoch
+    flat = [j for b in seq for j in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert batch_indices(1, "target", 0, bs, n) != batch_indices(1, "source", 0, bs, n) or n < 3
+    assert seq != [batch_indices(2, "source", i, bs, n) for i in range(5)]
+
+
+def test_ranks_split_the_global_batch():
+    n, bs = 12, 2
+    single = batch_indices(3, "source", 4, 2 * bs, n)
+    r0 = batch_indices(3, "source", 4, bs, n, rank=0, world_size=2)
+    r1 = batch_indices(3, "source", 4, bs, n, rank=1, world_size=2)
+    assert r0 + r1 == single
+
+
+def test_iteration_generator_is_reproducible():
+    a = torch.rand(3, generator=iteration_generator(5, 17))
+    b = torch.rand(3, generator=iteration_generator(5, 17))
+    c = torch.rand(3, generator=iteration_generator(5, 18))
+    assert torch.equal(a, b) and not torch.equal(a, c)

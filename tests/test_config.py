@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import yaml
+
+from mpscl.config import (ABLATIONS, Config, ConfigError, build_config, config_from_dict,
+                          diff_configs, load_preset, preset_names)
+
+
+def test_presets_exist_and_paper_values():
+    assert {"paper-mr2ct", "paper-ct2mr", "cpu"} <= set(preset_names())
+    mr2ct, ct2mr = load_preset("paper-mr2ct"), load_preset("paper-ct2mr")
+    assert (mr2ct.mpscl.margin_src, mr2ct.mpscl.margin_trg) == (0.4, 0.2)
+    assert (ct2mr.mpscl.margin_src, ct2mr.mpscl.temp_src) == (0.2, 2.0)
+    assert mr2ct.model.discriminator == "fc" and ct2mr.model.discriminator == "patchgan"
+    for c in (mr2ct, ct2mr):
+        assert c.model.backbone == "resnet101" and c.data.size == 256 and c.train.iters == 50000
+        assert c.mpscl.momentum == 0.2 and c.mpscl.threshold == 0.25
+        assert c.optim.lr == 2.5e-4 and c.optim.head_lr_mult == 10.0 and c.train.seed == 1234
+        assert c.loss.adv_main == 0.003 and c.loss.adv_aux == 0.00002
+
+
+def test_override_layers_in_order(tmp_path):
+    f = tmp_path / "o.yaml"
+    f.write_text("mpscl: {margin_src: 0.3}\ntrain: {iters: 7}\n")
+    cfg = build_config("cpu", [str(f)], ["mpscl.margin_src=0.1", "train.amp=false"])
+    assert cfg.mpscl.margin_src == 0.1  # --set wins over the file
+    assert cfg.train.iters == 7 and cfg.train.amp is False
+    assert cfg.model.backbone == "resnet18"  # preset value kept
+
+
+@pytest.mark.parametrize("item,msg", [
+    ("mpscl.margn_src=0.1", "did you mean 'mpscl.margin_src'"),
+    ("mpscl.margin_src=3.2", "out of range"),
+    ("mpscl.threshold=-0.1", "out of range"),
+    ("mpscl.momentum=1.5", "out of range"),
+    ("train.iters=1.5", "must be int"),
+    ("train.amp=3", "must be bool"),
+    ("model.backbone=vgg", "must be one of"),
+    ("data.size=abc", "must be int"),
+    ("nosection.x=1", "unknown config key"),
+    ("margin", "expected KEY=VALUE"),
+])
+def test_invalid_values_are_refused(item, msg):
+    with pytest.raises(ConfigError, match=msg):
+        build_config("paper-mr2ct", sets=[item])
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mpscl: {margin_source: 0.3}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'mpscl.margin_source'"):
+        build_config("cpu", [str(bad)])
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config("cpu", [str(evil)])
+
+
+def test_ablation_switches():
+    assert set(ABLATIONS) == {"no-margin", "no-target-contrastive", "no-selection", "no-adversarial",
+                              "authors-contrastive"}
+    c = build_config("paper-mr2ct", ablations=["no-margin", "no-selection"])
+    assert c.mpscl.margin_src == 0 and c.mpscl.margin_trg == 0 and c.mpscl.threshold == 0
+    assert build_config("cpu", ablations=["no-target-contrastive"]).mpscl.lambda_trg == 0
+    assert build_config("cpu", ablations=["no-adversarial"]).loss.adversarial is False
+    assert build_config("cpu", ablations=["authors-contrastive"]).mpscl.variant == "authors"
+    with pytest.raises(ConfigError, match="unknown ablation"):
+        build_config("cpu", ablations=["no-everything"])
+
+
+def test_round_trip_and_diff():
+    c = build_config("paper-ct2mr", sets=["train.iters=5"])
+    d = yaml.safe_load(c.to_yaml())
+    assert config_from_dict(d).to_dict() == c.to_dict()
+    assert diff_configs(d, Config().to_dict()) == sorted(diff_configs(d, Config().to_dict()))
+    assert "train.iters" in diff_configs(d, Config().to_dict())
+    assert "mpscl.temp_src" in diff_configs(d, Config().to_dict())
+
+
+def test_margin_upper_bound_is_open():
+    build_config("cpu", sets=[f"mpscl.margin_src={math.pi - 1e-6}"])
+    with pytest.raises(ConfigError):
+        build_config("cpu", sets=[f"mpscl.margin_src={math.pi}"])

@@ -23,9 +23,9 @@ def test_presets_exist_and_paper_values():
 def test_override_layers_in_order(tmp_path):
     f = tmp_path / "o.yaml"
     f.write_text("mpscl: {margin_src: 0.3}\ntrain: {iters: 7}\n")
-    cfg = build_config("cpu", [str(f)], ["mpscl.margin_src=0.1", "train.amp=false"])
+    cfg = build_config("cpu", [str(f)], ["mpscl.margin_src=0.1", "train.amp=off"])
     assert cfg.mpscl.margin_src == 0.1  # --set wins over the file
-    assert cfg.train.iters == 7 and cfg.train.amp is False
+    assert cfg.train.iters == 7 and cfg.train.amp == "off"
     assert cfg.model.backbone == "resnet18"  # preset value kept
 
 
@@ -35,7 +35,8 @@ def test_override_layers_in_order(tmp_path):
     ("mpscl.threshold=-0.1", "out of range"),
     ("mpscl.momentum=1.5", "out of range"),
     ("train.iters=1.5", "must be int"),
-    ("train.amp=3", "must be bool"),
+    ("train.amp=maybe", "must be one of"),
+    ("loss.adversarial=3", "must be bool"),
     ("model.backbone=vgg", "must be one of"),
     ("data.size=abc", "must be int"),
     ("nosection.x=1", "unknown config key"),

@@ -92,7 +92,7 @@ class TrainConfig:
     warmup_iters: int = 4000  # AdvEnt warm-up before MPSCL
     seed: int = 1234
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # bfloat16 autocast where supported
+    amp: str = "auto"  # bfloat16 autocast: auto (where the hardware runs bf16 natively), bf16, off
     channels_last: bool = True
     checkpoint_every: int = 1000
     log_every: int = 10
@@ -123,6 +123,7 @@ _CHOICES = {
     "model.input_mode": ("caffe", "plain"),
     "model.discriminator": ("fc", "patchgan"),
     "mpscl.variant": ("paper", "authors"),
+    "train.amp": ("auto", "bf16", "off"),
 }
 # key -> (low, high, low inclusive, high inclusive)
 _RANGES = {

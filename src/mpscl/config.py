@@ -162,6 +162,10 @@ _RANGES = {
 }
 
 
+# YAML reads on/off/yes/no as booleans; for these string keys they mean a mode
+_BOOL_ALIASES = {"train.amp": {False: "off", True: "bf16"}}
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -176,6 +180,8 @@ def _coerce(key: str, value: Any, default: Any, ftype: Any, where: str) -> Any:
     bad = ConfigError(f"{where}: {key} must be {tname.replace('typing.', '')}, got {value!r}")
     if "Optional" in tname and value is None:
         return None
+    if isinstance(value, bool) and key in _BOOL_ALIASES:
+        return _BOOL_ALIASES[key][value]
     if "Tuple" in tname:
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
             raise bad

@@ -7,13 +7,13 @@ over the destination, so a crash leaves either the old file or the new one, neve
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+
+from ..fileio import atomic_write, atomic_write_text  # noqa: F401  (re-exported)
 
 FORMAT = "mpscl-checkpoint"
 VERSION = 1
@@ -21,37 +21,6 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, unsafe or not one of ours."""
-
-
-def atomic_write(path: str | Path, write_fn) -> None:
-    """Call ``write_fn(fileobj)`` on a temp file next to ``path``, fsync, rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # persist the rename itself
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(path: str | Path, payload: Dict[str, Any]) -> None:

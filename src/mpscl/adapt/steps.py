@@ -1,0 +1,127 @@
+"""One training iteration per method, written to read like METHOD.md.
+
+Each function takes the :class:`~mpscl.adapt.trainer.Trainer` (which owns models,
+optimisers and prototypes) and one batch, computes the generator-side losses, calls
+backward, and returns the loss terms as tensors. The trainer does the optimiser steps,
+the discriminator update, logging and checkpointing.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
+                      segmentation_loss)
+from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
+
+Terms = Dict[str, torch.Tensor]
+
+
+def _seg_terms(t, aux, main, labels, prefix: str) -> Terms:
+    """Step 1: class-weighted CE + soft Dice on the main (1.0) and auxiliary (0.1) outputs."""
+    terms = {f"seg_{prefix}": segmentation_loss(main, labels)}
+    if aux is not None and t.cfg.loss.seg_aux > 0:
+        terms[f"seg_{prefix}_aux"] = segmentation_loss(aux, labels)
+    return terms
+
+
+def _weighted(t, terms: Terms) -> torch.Tensor:
+    w = t.loss_weights
+    return sum(w[k] * v for k, v in terms.items() if w.get(k, 0.0) != 0.0)
+
+
+def _adversarial_terms(t, aux_t, main_t) -> Terms:
+    """Step 2 (generator side): make D take target entropy maps for source ones."""
+    terms = {"adv": generator_adversarial_loss(t.disc_main(entropy_map(main_t)))}
+    if aux_t is not None and t.disc_aux is not None:
+        terms["adv_aux"] = generator_adversarial_loss(t.disc_aux(entropy_map(aux_t)))
+    return terms
+
+
+def update_discriminators(t, outs_s, outs_t) -> Terms:
+    """Discriminators: detached source maps -> 0, target maps -> 1, each term halved."""
+    terms = {}
+    pairs = [("d_main", t.disc_main, outs_s[2], outs_t[2])]
+    if t.disc_aux is not None and outs_s[1] is not None:
+        pairs.append(("d_aux", t.disc_aux, outs_s[1], outs_t[1]))
+    for name, disc, ps, pt in pairs:
+        with t.autocast():
+            ls = discriminator_loss(disc(entropy_map(ps.detach())), is_target=False)
+        ls.backward()
+        with t.autocast():
+            lt = discriminator_loss(disc(entropy_map(pt.detach())), is_target=True)
+        lt.backward()
+        terms[name] = (ls + lt).detach()
+    return terms
+
+
+def supervised_step(t, x, y) -> Terms:
+    """source-only (source labels) and oracle (target labels): segmentation only."""
+    with t.autocast():
+        _, aux, main = t.model(x)
+    terms = _seg_terms(t, aux, main, y, "src")
+    t.backward(terms, _weighted(t, terms))
+    return terms
+
+
+def advent_step(t, xs, ys, xt) -> Terms:
+    """AdvEnt (also MPSCL's warm-up): source segmentation + entropy-map adversarial."""
+    with t.autocast():
+        feats_s, aux_s, main_s = t.model(xs)
+    terms = _seg_terms(t, aux_s, main_s, ys, "src")
+    if t.disc_main is None:  # ablation: no adversarial term
+        t.backward(terms, _weighted(t, terms))
+        return terms
+    with t.autocast():
+        _, aux_t, main_t = t.model(xt)
+        terms.update(_adversarial_terms(t, aux_t, main_t))
+    t.backward(terms, _weighted(t, terms))
+    terms.update(t.discriminator_update((feats_s, aux_s, main_s), (None, aux_t, main_t)))
+    return terms
+
+
+def update_prototypes_step(t, feats_s, ys) -> None:
+    """Step 3: EMA of per-class mean source features (reduced over ranks first)."""
+    labels = downsample_labels(ys, feats_s.shape[-2:])
+    sums, counts = class_feature_sums(feats_s.detach().float(), labels, t.num_classes)
+    sums, counts = t.dist.all_reduce_sum(sums), t.dist.all_reduce_sum(counts)
+    t.prototypes = ema_update(t.prototypes, sums, counts, t.cfg.mpscl.momentum)
+
+
+def mpscl_step(t, xs, ys, xt) -> Terms:
+    """MPSCL: steps 1-6 of METHOD.md in order."""
+    c = t.cfg.mpscl
+    with t.autocast():
+        feats_s, aux_s, main_s = t.model(xs)
+        feats_t, aux_t, main_t = t.model(xt)
+    terms = _seg_terms(t, aux_s, main_s, ys, "src")                          # 1
+    if t.disc_main is not None:
+        with t.autocast():
+            terms.update(_adversarial_terms(t, aux_t, main_t))               # 2
+    update_prototypes_step(t, feats_s, ys)                                   # 3
+    protos = t.prototypes.detach()
+    ys_low = downsample_labels(ys, feats_s.shape[-2:])
+    terms["mpcl_src"] = mpcl_loss(feats_s, ys_low, protos, margin=c.margin_src,   # 4 (source)
+                                  temperature=c.temp_src, base_temperature=c.base_temp,
+                                  variant=c.variant)
+    if c.lambda_trg > 0:
+        pl, sel = pseudo_label(feats_t.detach().float(), protos, c.threshold)  # 5
+        terms["mpcl_trg"] = mpcl_loss(feats_t, pl, protos, margin=c.margin_trg,  # 4 (target)
+                                      temperature=c.temp_trg, base_temperature=c.base_temp,
+                                      mask=sel, variant=c.variant)
+        t.stats["selected"] = sel.float().mean().item()
+    t.backward(terms, _weighted(t, terms))                                   # 6
+    if t.disc_main is not None:
+        terms.update(t.discriminator_update((feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
+    return terms
+
+
+def loss_weights(cfg) -> Dict[str, float]:
+    """The weight of every generator-side term (step 6)."""
+    return {
+        "seg_src": cfg.loss.seg_main, "seg_src_aux": cfg.loss.seg_aux,
+        "adv": cfg.loss.adv_main, "adv_aux": cfg.loss.adv_aux,
+        "mpcl_src": cfg.mpscl.lambda_src, "mpcl_trg": cfg.mpscl.lambda_trg,
+    }
+

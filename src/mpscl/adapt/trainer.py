@@ -1,0 +1,360 @@
+"""The trainer: owns every piece of state of one training stage and checkpoints it whole.
+
+State = segmenter, discriminators, both optimisers, prototypes, iteration and the RNG.
+Batches and augmentations are pure functions of (seed, iteration) (see ``sampling``), so
+a run killed at any point and resumed from its last checkpoint continues exactly as the
+uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+from ..config import Config
+from ..models import build_discriminator, build_segmenter
+from . import steps
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext
+from .sampling import batch_indices, iteration_generator
+from .schedule import set_poly_lr
+
+# stage name -> kind of iteration
+STAGES = {"source-only": "supervised", "oracle": "supervised", "advent": "advent",
+          "warmup": "advent", "mpscl": "mpscl"}
+# keys that change how a run is executed or logged, not what it computes
+RUNTIME_KEYS = {"train.device", "train.threads", "train.log_every", "train.checkpoint_every",
+                "data.num_workers"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a config mismatch on resume, ...)."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written before raising."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"stopped by signal {signum}; resume from {checkpoint}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware (where autocast pays off).
+
+    CUDA: Ampere and newer. CPU: AMX or AVX512-BF16; on CPUs without them (e.g. Cascade
+    Lake) oneDNN emulates bf16 and autocast measured 2-3x *slower* than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    if mode == "off":
+        return False
+    if mode == "bf16":
+        return device.type in ("cpu", "cuda")
+    return native_bf16(device)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, stage: str, source, target, out_dir: Path, *,
+                 device: torch.device, init: Optional[Dict] = None,
+                 prototypes: Optional[torch.Tensor] = None, dist: Optional[DistContext] = None,
+                 progress: bool = True, method: Optional[str] = None):
+        if stage not in STAGES:
+            raise TrainingError(f"unknown stage {stage!r}")
+        self.cfg, self.stage, self.kind = cfg, stage, STAGES[stage]
+        self.method = method or stage
+        self.out_dir, self.device = Path(out_dir), device
+        self.dist = dist or DistContext()
+        self.progress = progress and self.dist.is_main
+        self.source, self.target = source, target  # SliceDatasets
+        self.classes = list(source.prepared.classes)
+        self.label_values = list(source.prepared.label_values)
+        self.num_classes = len(self.classes)
+        self.axis = source.prepared.axis  # slice axis the model was trained on (predict uses it)
+        self.iters = cfg.train.warmup_iters if stage == "warmup" else cfg.train.iters
+        self.use_amp = use_bf16(cfg.train.amp, device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.loss_weights = steps.loss_weights(cfg)
+        self.stats: Dict[str, float] = {}
+
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.model = build_segmenter(cfg.model, self.num_classes)
+        adversarial = self.kind in ("advent", "mpscl") and cfg.loss.adversarial
+        self.disc_main = build_discriminator(cfg.model, self.num_classes) if adversarial else None
+        self.disc_aux = (build_discriminator(cfg.model, self.num_classes)
+                         if adversarial and cfg.model.multi_level else None)
+        if init is not None:  # previous stage's checkpoint (MPSCL starts from the warm-up)
+            self.model.load_state_dict(init["model"])
+            for name in ("disc_main", "disc_aux"):
+                if getattr(self, name) is not None and init.get(name) is not None:
+                    getattr(self, name).load_state_dict(init[name])
+        for m in self._modules():
+            m.to(device, memory_format=self.memory_format)
+
+        o = cfg.optim
+        self.opt = torch.optim.SGD(self.model.param_groups(o.lr, o.head_lr_mult), lr=o.lr,
+                                   momentum=o.momentum, weight_decay=o.weight_decay)
+        d_params = [p for d in self._discs() for p in d.parameters()]
+        self.opt_d = None
+        if d_params:
+            self.opt_d = torch.optim.Adam(d_params, lr=o.lr_d, betas=tuple(o.betas_d))
+            for g in self.opt_d.param_groups:
+                g["initial_lr"] = o.lr_d
+        self.prototypes = None
+        if self.kind == "mpscl":
+            if prototypes is None:
+                raise TrainingError("the MPSCL stage needs initial prototypes (run the prototype stage)")
+            self.prototypes = prototypes.detach().float().to(device).clone()
+        self.iteration = 0
+        self._stop_signal: Optional[int] = None
+        self.last_checkpoint: Optional[Path] = None
+
+    # ------------------------------------------------------------------ helpers
+    def _discs(self):
+        return [d for d in (self.disc_main, self.disc_aux) if d is not None]
+
+    def _modules(self):
+        return [self.model, *self._discs()]
+
+    def autocast(self):
+        if not self.use_amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _batch(self, ds, domain: str, i: int, labelled: bool):
+        idx = batch_indices(self.cfg.train.seed, domain, i, self.cfg.data.batch_size, len(ds),
+                            self.dist.rank, self.dist.world_size)
+        g = iteration_generator(self.cfg.train.seed + (0 if domain == "source" else 7), i, self.dist.rank)
+        x, y = ds.batch(idx, generator=g)
+        x = x.to(self.device).contiguous(memory_format=self.memory_format)
+        return x, (y.to(self.device) if labelled else None)
+
+    def backward(self, terms: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        """Refuse non-finite losses before they touch any weight, then backpropagate."""
+        for name, v in terms.items():
+            if not torch.isfinite(v.detach()).all():
+                last = self.last_checkpoint or "none written yet"
+                raise TrainingError(
+                    f"{self.stage}: loss term {name!r} is {v.item()} at iteration {self.iteration}; "
+                    f"stopped before updating any weight. Last good checkpoint: {last}")
+        total.backward()
+
+    def discriminator_update(self, outs_s, outs_t) -> Dict[str, torch.Tensor]:
+        for d in self._discs():
+            d.requires_grad_(True)
+        terms = steps.update_discriminators(self, outs_s, outs_t)
+        for name, v in terms.items():  # checked before opt_d.step(): nothing applied yet
+            if not torch.isfinite(v).all():
+                raise TrainingError(f"{self.stage}: discriminator loss {name!r} is {v.item()} at "
+                                    f"iteration {self.iteration}. Last good checkpoint: "
+                                    f"{self.last_checkpoint or 'none written yet'}")
+        return terms
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self) -> Dict[str, float]:
+        i = self.iteration
+        for m in self._modules():
+            m.train()
+        self.opt.zero_grad(set_to_none=True)
+        if self.opt_d is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+        for d in self._discs():
+            d.requires_grad_(False)  # generator step must not train D
+        self.stats = {}
+        if self.stage == "oracle":
+            xt, yt = self._batch(self.target, "target", i, labelled=True)
+            terms = steps.supervised_step(self, xt, yt)
+        elif self.kind == "supervised":
+            xs, ys = self._batch(self.source, "source", i, labelled=True)
+            terms = steps.supervised_step(self, xs, ys)
+        else:
+            xs, ys = self._batch(self.source, "source", i, labelled=True)
+            xt, _ = self._batch(self.target, "target", i, labelled=False)
+            fn = steps.advent_step if self.kind == "advent" else steps.mpscl_step
+            terms = fn(self, xs, ys, xt)
+        self.dist.average_gradients(self.model.parameters())
+        self.dist.average_gradients(p for d in self._discs() for p in d.parameters())
+        self.opt.step()
+        if self.opt_d is not None:
+            self.opt_d.step()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out.update(self.stats)
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict:
+        return {
+            "method": self.method, "stage": self.stage, "iteration": self.iteration,
+            "config": self.cfg.to_dict(), "classes": self.classes, "label_values": self.label_values,
+            "axis": self.axis,
+            "model": self.model.state_dict(),
+            "disc_main": self.disc_main.state_dict() if self.disc_main is not None else None,
+            "disc_aux": self.disc_aux.state_dict() if self.disc_aux is not None else None,
+            "opt": self.opt.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
+            "rng_torch": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, s: Dict) -> None:
+        self.model.load_state_dict(s["model"])
+        for name in ("disc_main", "disc_aux"):
+            if getattr(self, name) is not None:
+                getattr(self, name).load_state_dict(s[name])
+        self.opt.load_state_dict(s["opt"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(s["opt_d"])
+        if s.get("prototypes") is not None:
+            self.prototypes = s["prototypes"].float().to(self.device)
+        torch.set_rng_state(s["rng_torch"])
+        self.iteration = int(s["iteration"])
+
+    def save(self, name: str = "last.pt") -> Path:
+        path = self.out_dir / name
+        if self.dist.is_main:
+            save_checkpoint(path, self.state_dict())
+        self.dist.barrier()
+        self.last_checkpoint = path
+        return path
+
+    def try_resume(self) -> bool:
+        """Continue from ``last.pt`` when it exists; refuse one from a different config."""
+        path = self.out_dir / "last.pt"
+        if not path.is_file():
+            return False
+        s = load_checkpoint(path, map_location="cpu")
+        from ..config import diff_configs
+        diff = [k for k in diff_configs(s.get("config", {}), self.cfg.to_dict()) if k not in RUNTIME_KEYS]
+        if diff or s.get("stage") != self.stage:
+            raise TrainingError(
+                f"{path}: cannot resume: it was written by a different configuration "
+                f"(differs in: {', '.join(diff) or 'stage'}). Use a new --out, or the same settings.")
+        self.load_state_dict(s)
+        self.last_checkpoint = path
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def fit(self) -> Path:
+        """Train to ``self.iters``, checkpointing; returns the path of the stage's final.pt."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.try_resume()
+        log = _Log(self.out_dir, self.iteration, enabled=self.dist.is_main)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=self.iters, initial=self.iteration, desc=self.stage, unit="it",
+                       dynamic_ncols=True, leave=True)
+            if resumed:
+                bar.write(f"resumed {self.stage} from {self.last_checkpoint} at iteration {self.iteration}")
+        every = self.cfg.train.checkpoint_every
+        try:
+            t0 = time.perf_counter()
+            while self.iteration < self.iters:
+                lr = set_poly_lr(self.opt, self.iteration, self.iters, self.cfg.optim.power)
+                if self.opt_d is not None:
+                    set_poly_lr(self.opt_d, self.iteration, self.iters, self.cfg.optim.power)
+                terms = self.step()
+                self.iteration += 1
+                if self.iteration % self.cfg.train.log_every == 0 or self.iteration == self.iters:
+                    rec = {"iter": self.iteration, "stage": self.stage,
+                           "lr": self.cfg.optim.lr * lr, **terms,
+                           "sec_per_iter": (time.perf_counter() - t0) / max(1, self.cfg.train.log_every)}
+                    log.write(rec)
+                    t0 = time.perf_counter()
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()
+                                         if k in ("seg_src", "mpcl_src", "mpcl_trg", "adv", "selected")})
+                if bar is not None:
+                    bar.update(1)
+                stop = self.dist.broadcast_flag(self._stop_signal is not None)
+                if stop:
+                    path = self.save()
+                    raise Interrupted(self._stop_signal or signal.SIGTERM, path)
+                if every and self.iteration % every == 0 and self.iteration < self.iters:
+                    self.save()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if bar is not None:
+                bar.close()
+            log.close()
+        self.save()
+        final = self.out_dir / "final.pt"
+        if self.dist.is_main:
+            save_checkpoint(final, self.state_dict())
+        self.dist.barrier()
+        return final
+
+
+class _Log:
+    """JSON-lines log + TensorBoard scalars; on resume, entries past the checkpoint are dropped."""
+
+    def __init__(self, out_dir: Path, iteration: int, enabled: bool = True):
+        self.enabled = enabled
+        self.path = out_dir / "log.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        if self.path.exists():
+            keep = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("iter", 0) <= iteration:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    pass  # a line cut by a kill
+            self.path.write_text("".join(l + "\n" for l in keep))
+        self.f = open(self.path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=iteration + 1)
+        except Exception:  # TensorBoard is optional at run time
+            self.tb = None
+
+    def write(self, rec: Dict) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                 for k, v in rec.items()}) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k not in ("iter",):
+                    self.tb.add_scalar(f"{rec['stage']}/{k}", v, rec["iter"])
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.f.close()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,189 @@
+"""``mpscl`` command line: parses arguments and calls the library; no logic of its own.
+
+Stages, as in nnU-Net: ``phantom``/``prepare`` -> ``train`` -> ``evaluate``/``predict``;
+``demo`` runs them all on the built-in phantom.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import __version__
+
+
+def _config_args(p: argparse.ArgumentParser, preset_default: str = "paper-mr2ct") -> None:
+    p.add_argument("--preset", default=preset_default,
+                   help="base settings: paper-mr2ct, paper-ct2mr or cpu (default: %(default)s)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                   help="YAML overrides, applied after the preset (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override one value, e.g. --set mpscl.margin_src=0.3 (repeatable)")
+    p.add_argument("--ablation", action="append", default=[],
+                   choices=["no-margin", "no-target-contrastive", "no-selection", "no-adversarial",
+                            "authors-contrastive"], help="the paper's ablations as switches")
+    p.add_argument("--iters", type=int, help="iterations of every stage (smoke runs)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+
+
+def _build_config(args):
+    from .config import build_config
+    sets = list(args.sets)
+    if args.iters is not None:
+        sets += [f"train.iters={args.iters}", f"train.warmup_iters={args.iters}"]
+    if args.seed is not None:
+        sets.append(f"train.seed={args.seed}")
+    if args.device:
+        sets.append(f"train.device={args.device}")
+    return build_config(args.preset, args.config, sets, args.ablation)
+
+
+def cmd_prepare(args) -> None:
+    from .data import prepare_dataset
+    prepare_dataset(args.images, args.labels, args.classes, args.out, size=args.size,
+                    axis=args.axis, strict=args.strict, overwrite=args.overwrite)
+
+
+def cmd_prepare_sifa(args) -> None:
+    from .data import prepare_sifa
+    prepare_sifa(args.inputs, modality=args.modality, out=args.out, overwrite=args.overwrite)
+
+
+def cmd_phantom(args) -> None:
+    from .data import write_phantom
+    write_phantom(args.out, cases=args.cases, seed=args.seed)
+    print(f"phantom written to {args.out} (ct/ and mr/, {args.cases} cases each, seed {args.seed})")
+
+
+def cmd_train(args) -> None:
+    from .adapt.pipeline import train
+    cfg = _build_config(args)
+    final = train(args.source, args.target, args.method, cfg, args.out, stage=args.stage,
+                  init=args.init, progress=not args.no_progress)
+    print(f"done: {final}")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate_checkpoint
+    res = evaluate_checkpoint(args.checkpoint, args.data, args.out, cases=args.cases,
+                              batch_size=args.batch_size, device=args.device)
+    s = res["summary"]
+    print(f"mean Dice {s['dice_mean']:.2f}%  mean ASSD {s['assd_mean']}  -> {args.out}")
+
+
+def cmd_predict(args) -> None:
+    from .evaluate import predict_files
+    for p in predict_files(args.checkpoint, args.inputs, args.output, batch_size=args.batch_size,
+                           device=args.device, overwrite=args.overwrite):
+        print(p)
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+    run_demo(args.out, quick=args.quick, seed=args.seed)
+
+
+def cmd_config(args) -> None:
+    print(_build_config(args).to_yaml(), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mpscl", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"mpscl {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="phantom -> prepare -> source-only and MPSCL -> report (CPU, minutes)")
+    p.add_argument("--out", default="mpscl_demo")
+    p.add_argument("--quick", action="store_true", help="a tiny version, for tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("phantom", help="write the synthetic CT/MR heart phantom as NIfTI")
+    p.add_argument("--out", required=True)
+    p.add_argument("--cases", type=int, default=8, help="cases per domain")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_phantom)
+
+    p = sub.add_parser("prepare", help="NIfTI volumes -> prepared dataset (pairs by {case} id)")
+    p.add_argument("--images", required=True, help="path pattern with one {case}, e.g. d/patient{case}_C0.nii.gz")
+    p.add_argument("--labels", help="label pattern with the same {case}; omit for unlabelled data")
+    p.add_argument("--classes", required=True, help="e.g. 200=MYO,500=LV,600=RV, or a preset: mmwhs, mscmrseg")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--axis", type=int, default=-1, help="slice axis of the stored array (default: last)")
+    p.add_argument("--strict", action="store_true", help="refuse label values not in the map")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=cmd_prepare)
+
+    p = sub.add_parser("prepare-sifa", help="SIFA/PnP-AdaNet release (TFRecord slices or npz volumes) -> prepared dataset")
+    p.add_argument("inputs", nargs="+", help="TFRecord or npz files (or glob patterns)")
+    p.add_argument("--modality", required=True, choices=["ct", "mr"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=cmd_prepare_sifa)
+
+    p = sub.add_parser("train", help="train a method on prepared source/target datasets")
+    p.add_argument("--source", required=True, help="prepared labelled source dataset")
+    p.add_argument("--target", required=True, help="prepared target dataset (labels unused except by oracle)")
+    p.add_argument("--method", default="mpscl", choices=["source-only", "advent", "mpscl", "oracle"])
+    p.add_argument("--out", required=True, help="run folder (resumes automatically when it holds a checkpoint)")
+    p.add_argument("--stage", choices=["warmup", "prototypes", "mpscl"], help="mpscl: run one stage only")
+    p.add_argument("--init", help="mpscl: start from this warm-up checkpoint instead of training one")
+    p.add_argument("--no-progress", action="store_true")
+    _config_args(p)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("evaluate", help="3D Dice and ASSD per structure on a prepared labelled dataset")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--cases", help="case ids, e.g. 6-45 or 1,3,5-7")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="segment NIfTI volumes; label maps in the input geometry")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="output folder (or file for one input)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("config", help="print the effective configuration of a preset + overrides")
+    _config_args(p)
+    p.set_defaults(fn=cmd_config)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .adapt.checkpoint import CheckpointError
+    from .config import ConfigError
+    known: tuple = (ConfigError, CheckpointError, FileNotFoundError)
+    try:
+        from .data import DataError
+        from .adapt.trainer import Interrupted, TrainingError
+        known += (DataError, TrainingError)
+    except ImportError:
+        Interrupted = None
+    try:
+        args.fn(args)
+    except known as e:
+        print(f"mpscl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if Interrupted is not None and isinstance(e, Interrupted):
+            print(f"mpscl {args.command}: {e}", file=sys.stderr)
+            return 128 + int(e.signum)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

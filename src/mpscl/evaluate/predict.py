@@ -1,0 +1,116 @@
+"""Segment NIfTI volumes with a checkpoint and write label NIfTIs in the input geometry.
+
+Per input: read (array order as stored, nothing reoriented), normalise, slice and resize
+exactly as ``mpscl prepare`` does (``mpscl.data.prepare``: per volume clip to [p0.5, p99.5],
+map to [-1, 1]; slices along the axis, bilinear to the model's ``data.size``), predict every slice, resize probabilities back, argmax, map class ids
+to the checkpoint's RAW label values (e.g. 0/205/420/500/820), and write a NIfTI with the
+input's shape, affine and header (integer dtype, scaling reset).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..adapt import checkpoint as checkpoint_io
+from ..data import read_nifti, write_label_nifti
+from ..data.prepare import normalise, resize_slices, to_slices
+from .errors import EvaluateError
+from .inference import predict_volume, resolve_device
+
+PathLike = Union[str, Path]
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _is_nifti_name(p: Path) -> bool:
+    return p.name.endswith(_NIFTI_SUFFIXES)
+
+
+def checkpoint_axis(ckpt: Dict[str, Any], default: int = 2) -> int:
+    """The slice axis the model was trained on: ``ckpt["axis"]``, else ``config.data.axis``,
+    else ``default`` (the last axis)."""
+    axis = ckpt.get("axis")
+    if axis is None:
+        axis = ((ckpt.get("config") or {}).get("data") or {}).get("axis")
+    return int(default if axis is None else axis)
+
+
+def output_paths(inputs: Sequence[PathLike], out: PathLike) -> List[Path]:
+    """Where each input's prediction goes: ``out`` itself when it is a NIfTI file name and
+    there is one input, else ``out/<input file name>``."""
+    out = Path(out)
+    inputs = [Path(p) for p in inputs]
+    if _is_nifti_name(out):
+        if len(inputs) != 1:
+            raise EvaluateError(f"{out}: a single output file needs exactly one input, got {len(inputs)}")
+        paths = [out]
+    else:
+        paths = [out / p.name for p in inputs]
+        names = [p.name for p in paths]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise EvaluateError(f"inputs share the file name(s) {', '.join(dupes)}: they would overwrite "
+                                "each other in the output folder")
+    for src, dst in zip(inputs, paths):
+        if src.resolve() == dst.resolve():
+            raise EvaluateError(f"{dst}: the output would replace its input image")
+    return paths
+
+
+def predict_files(
+    checkpoint: PathLike,
+    inputs: Sequence[PathLike],
+    out: PathLike,
+    batch_size: int = 16,
+    device: str = "auto",
+    axis: Optional[int] = None,
+    overwrite: bool = False,
+    amp: bool = False,
+    progress: bool = True,
+) -> List[Path]:
+    """Segment each NIfTI in ``inputs``; returns the written label files, in input order.
+
+    ``out``: a folder (created; outputs keep the input file names) or, for one input, a
+    ``.nii``/``.nii.gz`` file name. ``axis``: slice axis; default from the checkpoint
+    (:func:`checkpoint_axis`), else 2. Existing outputs are refused unless ``overwrite``;
+    all are checked before anything is computed. Files are written atomically.
+    """
+    from tqdm.auto import tqdm
+
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise EvaluateError("predict: no input files")
+    for p in inputs:
+        if not p.is_file():
+            raise EvaluateError(f"{p}: no such input file")
+    paths = output_paths(inputs, out)
+    if not overwrite:
+        existing = [str(p) for p in paths if p.exists()]
+        if existing:
+            raise EvaluateError(f"refusing to overwrite existing output(s): {', '.join(existing)} "
+                                "(pass overwrite / --overwrite)")
+
+    dev = resolve_device(device)
+    model, ckpt = checkpoint_io.load_model(checkpoint, dev)
+    values = np.asarray(ckpt["label_values"], dtype=np.int64)
+    if len(values) != len(ckpt["classes"]):
+        raise EvaluateError(f"{checkpoint}: label_values and classes differ in length")
+    axis = checkpoint_axis(ckpt) if axis is None else int(axis)
+    if axis not in (0, 1, 2, -1, -2, -3):
+        raise EvaluateError(f"predict: axis must be 0, 1 or 2, got {axis}")
+    axis %= 3
+    size = ((ckpt.get("config") or {}).get("data") or {}).get("size")
+
+    written = []
+    for src, dst in tqdm(list(zip(inputs, paths)), desc="predict", unit="volume", disable=not progress):
+        # exactly the prepare-time pipeline (mpscl.data.prepare), then back to the input grid
+        vol = read_nifti(src)
+        image, _ = normalise(vol.data, str(src))
+        slices = to_slices(image, axis)
+        if size:
+            slices = resize_slices(slices, int(size), "image")
+        ids = predict_volume(model, slices, batch_size=batch_size, device=dev, amp=amp,
+                             out_shape=vol.data.shape, axis=axis)
+        written.append(write_label_nifti(dst, values[ids], vol))
+    return written

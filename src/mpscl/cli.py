@@ -36,6 +36,8 @@ def _build_config(args):
         sets.append(f"train.seed={args.seed}")
     if args.device:
         sets.append(f"train.device={args.device}")
+    if getattr(args, "checkpoint_every", None) is not None:
+        sets.append(f"train.checkpoint_every={args.checkpoint_every}")
     return build_config(args.preset, args.config, sets, args.ablation)
 
 
@@ -60,7 +62,7 @@ def cmd_train(args) -> None:
     from .adapt.pipeline import train
     cfg = _build_config(args)
     final = train(args.source, args.target, args.method, cfg, args.out, stage=args.stage,
-                  init=args.init, progress=not args.no_progress)
+                  init=args.init, progress=not args.no_progress, resume=args.resume)
     print(f"done: {final}")
 
 
@@ -69,7 +71,8 @@ def cmd_evaluate(args) -> None:
     res = evaluate_checkpoint(args.checkpoint, args.data, args.out, cases=args.cases,
                               batch_size=args.batch_size, device=args.device)
     s = res["summary"]
-    print(f"mean Dice {s['dice_mean']:.2f}%  mean ASSD {s['assd_mean']}  -> {args.out}")
+    assd = "n/a" if s["assd_mean"] is None else f"{s['assd_mean']:.2f} voxels"
+    print(f"mean Dice {s['dice_mean']:.2f}%  mean ASSD {assd}  -> {args.out}")
 
 
 def cmd_predict(args) -> None:
@@ -82,6 +85,32 @@ def cmd_predict(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
     run_demo(args.out, quick=args.quick, seed=args.seed)
+
+
+def cmd_bench_speed(args) -> None:
+    from .bench import bench_speed, summary_lines, write_result
+    from .config import build_config
+    sets = list(args.sets) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = build_config(args.preset, args.config, sets)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    res = bench_speed(cfg, args.preset, iters=args.iters, rounds=args.rounds, warmup=args.warmup,
+                      modes=modes)
+    print("\n".join(summary_lines(res)))
+    print(f"-> {write_result(res, args.out)}")
+
+
+def cmd_benchmark(args) -> None:
+    from pathlib import Path
+    from .benchmark import run_benchmark
+    seeds = [int(x) for x in args.seeds.split(",")]
+    vseeds = [int(x) for x in args.variant_seeds.split(",")] if args.variant_seeds else []
+    for suite in args.suite or ["mscmrseg19"]:
+        results = Path(args.results) / suite.replace("-", "_")
+        s = run_benchmark(suite, results, Path(args.work), seeds, vseeds, preset=args.preset,
+                          sets=args.sets, only=args.only, data_root=Path(args.data_root))
+        print(f"{suite}: {results / 'summary.md'}")
+        for name, m in s["methods"].items():
+            print(f"  {name:28s} Dice {m['dice_mean']:.2f} ({m['dice_std']:.2f})  runs {m['runs']}")
 
 
 def cmd_config(args) -> None:
@@ -130,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (resumes automatically when it holds a checkpoint)")
     p.add_argument("--stage", choices=["warmup", "prototypes", "mpscl"], help="mpscl: run one stage only")
     p.add_argument("--init", help="mpscl: start from this warm-up checkpoint instead of training one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (an error if it holds no checkpoint); "
+                        "without it a run with checkpoints resumes anyway")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write RUN/<stage>/last.pt every N iterations (train.checkpoint_every)")
     p.add_argument("--no-progress", action="store_true")
     _config_args(p)
     p.set_defaults(fn=cmd_train)
@@ -151,6 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("bench-speed", help="iterations/s and peak memory of the MPSCL iteration: "
+                                          "fp32 vs the default path vs forced bf16 (synthetic inputs)")
+    p.add_argument("--preset", default="cpu", help="settings to measure (default: %(default)s)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per mode and round (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds, modes alternating (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations per mode first (default: %(default)s)")
+    p.add_argument("--modes", default="fp32,default,bf16", help="comma-separated (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE.json")
+    p.set_defaults(fn=cmd_bench_speed)
+
+    p = sub.add_parser("benchmark", help="all methods and ablations, same budget and seeds, on real data or the phantom")
+    p.add_argument("--suite", action="append", choices=["mscmrseg19", "phantom-mr2ct", "phantom-ct2mr"],
+                   help="repeatable (default: mscmrseg19)")
+    p.add_argument("--results", default="benchmarks/results", help="where metrics and summaries go (committed)")
+    p.add_argument("--work", default="bench_work", help="prepared data and run folders (not committed)")
+    p.add_argument("--seeds", default="1,2,3", help="seeds of the four main methods")
+    p.add_argument("--variant-seeds", default="1", help="seeds of the MPSCL ablations and the authors' loss")
+    p.add_argument("--only", action="append", help="run only these run names (e.g. mpscl, mpscl-no-margin)")
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
+    p.add_argument("--data-root", default="../shared/data")
+    p.set_defaults(fn=cmd_benchmark)
 
     p = sub.add_parser("config", help="print the effective configuration of a preset + overrides")
     _config_args(p)

@@ -31,14 +31,15 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
     n_cases = 4 if quick else 10
     sets = [f"train.seed={seed}"]
     if quick:
-        sets += ["train.iters=3", "train.warmup_iters=3", "data.batch_size=2", "train.checkpoint_every=0"]
+        sets += ["train.iters=3", "train.warmup_iters=3", "data.batch_size=2", "train.checkpoint_every=0",
+                 "data.size=64"]
     cfg = build_config("cpu", sets=sets)
     size = cfg.data.size
 
     _stage(f"1/5 phantom: {n_cases} MR and {n_cases} CT cases -> {out / 'phantom'}")
     t = time.perf_counter()
     if not (out / "phantom" / "ct").is_dir():
-        write_phantom(out / "phantom", cases=n_cases, seed=seed)
+        write_phantom(out / "phantom", cases=n_cases, seed=seed, **({"size": (64, 64, 24)} if quick else {}))
     timings["phantom"] = time.perf_counter() - t
 
     _stage("2/5 prepare both domains (MM-WHS label map: MYO, LAC, LVC, AA)")
@@ -66,7 +67,7 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
     t = time.perf_counter()
     results = {}
     for method, ckpt in runs.items():
-        results[method] = evaluate_checkpoint(ckpt, data["ct"], out / "report" / method)
+        results[method] = evaluate_checkpoint(ckpt, data["ct"].root, out / "report" / method)
     timings["evaluate"] = time.perf_counter() - t
 
     _stage("5/5 figures and report")
@@ -74,8 +75,9 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
     rep = out / "report"
     figures.dice_bars({m: r["summary"] for m, r in results.items()}, rep / "dice_per_class.png")
     for method in runs:
-        logs = sorted((out / "runs" / method).glob("*/log.jsonl"))
-        figures.training_curves(logs, rep / f"curves_{method}.png")
+        records = [json.loads(line) for log in sorted((out / "runs" / method).glob("*/log.jsonl"))
+                   for line in log.read_text().splitlines() if line.strip()]
+        figures.training_curves(records, rep / f"curves_{method}.png")
     if not quick:
         figures.tsne_before_after(runs["source-only"], runs["mpscl"], data["mr"], data["ct"],
                                   rep / "tsne_source_only_vs_mpscl.png")

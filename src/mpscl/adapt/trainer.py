@@ -22,7 +22,7 @@ from ..models import build_discriminator, build_segmenter
 from . import steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
-from .sampling import batch_indices, iteration_generator
+from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr
 
 # stage name -> kind of iteration
@@ -40,8 +40,14 @@ class TrainingError(RuntimeError):
 class Interrupted(RuntimeError):
     """SIGINT/SIGTERM arrived; a checkpoint was written before raising."""
 
-    def __init__(self, signum: int, checkpoint: Path):
-        super().__init__(f"stopped by signal {signum}; resume from {checkpoint}")
+    def __init__(self, signum: int, checkpoint: Path, iteration: Optional[int] = None):
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        at = f" at iteration {iteration}" if iteration is not None else ""
+        super().__init__(f"stopped by {name}{at}; state saved to {checkpoint}. Run the same "
+                         f"command again (or add --resume) to continue from there")
         self.signum, self.checkpoint = signum, checkpoint
 
 
@@ -102,6 +108,7 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.loss_weights = steps.loss_weights(cfg)
         self.stats: Dict[str, float] = {}
+        self._terms: Dict[str, torch.Tensor] = {}
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.model = build_segmenter(cfg.model, self.num_classes)
@@ -115,6 +122,7 @@ class Trainer:
                 if getattr(self, name) is not None and init.get(name) is not None:
                     getattr(self, name).load_state_dict(init[name])
         for m in self._modules():
+            self.dist.sync_batchnorm(m)  # several ranks: BatchNorm sees the global batch
             m.to(device, memory_format=self.memory_format)
 
         o = cfg.optim
@@ -134,6 +142,7 @@ class Trainer:
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None
+        self._last_saved_iter = 0
 
     # ------------------------------------------------------------------ helpers
     def _discs(self):
@@ -150,8 +159,11 @@ class Trainer:
     def _batch(self, ds, domain: str, i: int, labelled: bool):
         idx = batch_indices(self.cfg.train.seed, domain, i, self.cfg.data.batch_size, len(ds),
                             self.dist.rank, self.dist.world_size)
-        g = iteration_generator(self.cfg.train.seed + (0 if domain == "source" else 7), i, self.dist.rank)
-        x, y = ds.batch(idx, generator=g)
+        seed, first = self.cfg.train.seed + (0 if domain == "source" else 7), self.dist.rank * len(idx)
+        # augmentation seeded per position in the global batch: a rank's share is augmented
+        # exactly as in one process with the whole global batch
+        parts = [ds.batch([j], generator=sample_generator(seed, i, first + k)) for k, j in enumerate(idx)]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         return x, (y.to(self.device) if labelled else None)
 
@@ -159,11 +171,36 @@ class Trainer:
         """Refuse non-finite losses before they touch any weight, then backpropagate."""
         for name, v in terms.items():
             if not torch.isfinite(v.detach()).all():
-                last = self.last_checkpoint or "none written yet"
                 raise TrainingError(
-                    f"{self.stage}: loss term {name!r} is {v.item()} at iteration {self.iteration}; "
-                    f"stopped before updating any weight. Last good checkpoint: {last}")
+                    f"{self.stage}: loss term {name!r} is {v.item()} at iteration {self.iteration + 1}; "
+                    f"stopped before updating any weight. {self._last_good()}")
         total.backward()
+
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "No checkpoint of this stage was written yet."
+        return (f"Last good checkpoint: {self.last_checkpoint} (iteration {self._last_saved_iter}), "
+                f"left untouched.")
+
+    def check_gradients(self) -> None:
+        """A finite loss can still give Inf/NaN gradients: refuse them before any step."""
+        named = [(f"{tag}.{n}", p.grad) for tag, m in
+                 (("model", self.model), ("disc_main", self.disc_main), ("disc_aux", self.disc_aux))
+                 if m is not None for n, p in m.named_parameters() if p.grad is not None]
+        if not named:
+            return
+        grads = [g.detach() for _, g in named]
+        norm_fn = getattr(torch, "_foreach_norm", None)
+        norms = torch.stack(norm_fn(grads) if norm_fn else [torch.linalg.vector_norm(g) for g in grads])
+        finite = torch.isfinite(norms)
+        if bool(finite.all()):
+            return
+        bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise TrainingError(
+            f"{self.stage}: non-finite gradient of {bad[0]}{more} at iteration {self.iteration + 1} "
+            f"(every loss term was finite: {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in self._terms.items())}); "
+            f"stopped before updating any weight. {self._last_good()}")
 
     def discriminator_update(self, outs_s, outs_t) -> Dict[str, torch.Tensor]:
         for d in self._discs():
@@ -172,8 +209,8 @@ class Trainer:
         for name, v in terms.items():  # checked before opt_d.step(): nothing applied yet
             if not torch.isfinite(v).all():
                 raise TrainingError(f"{self.stage}: discriminator loss {name!r} is {v.item()} at "
-                                    f"iteration {self.iteration}. Last good checkpoint: "
-                                    f"{self.last_checkpoint or 'none written yet'}")
+                                    f"iteration {self.iteration + 1}; stopped before updating "
+                                    f"any weight. {self._last_good()}")
         return terms
 
     # ------------------------------------------------------------------ one iteration
@@ -200,12 +237,14 @@ class Trainer:
             terms = fn(self, xs, ys, xt)
         self.dist.average_gradients(self.model.parameters())
         self.dist.average_gradients(p for d in self._discs() for p in d.parameters())
+        self._terms = terms
+        self.check_gradients()
         self.opt.step()
         if self.opt_d is not None:
             self.opt_d.step()
         out = {k: float(v.detach()) for k, v in terms.items()}
         out.update(self.stats)
-        return out
+        return self.dist.mean_over_ranks(out)  # several ranks: the global batch's values
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict:
@@ -240,7 +279,7 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(path, self.state_dict())
         self.dist.barrier()
-        self.last_checkpoint = path
+        self.last_checkpoint, self._last_saved_iter = path, self.iteration
         return path
 
     def try_resume(self) -> bool:
@@ -256,7 +295,7 @@ class Trainer:
                 f"{path}: cannot resume: it was written by a different configuration "
                 f"(differs in: {', '.join(diff) or 'stage'}). Use a new --out, or the same settings.")
         self.load_state_dict(s)
-        self.last_checkpoint = path
+        self.last_checkpoint, self._last_saved_iter = path, self.iteration
         return True
 
     # ------------------------------------------------------------------ loop
@@ -266,6 +305,9 @@ class Trainer:
     def fit(self) -> Path:
         """Train to ``self.iters``, checkpointing; returns the path of the stage's final.pt."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # temp files of checkpoints whose writing was killed
+            for stale in self.out_dir.glob(".*.pt.*.tmp"):
+                stale.unlink(missing_ok=True)
         resumed = self.try_resume()
         log = _Log(self.out_dir, self.iteration, enabled=self.dist.is_main)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -274,8 +316,12 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.iters, initial=self.iteration, desc=self.stage, unit="it",
                        dynamic_ncols=True, leave=True)
-            if resumed:
-                bar.write(f"resumed {self.stage} from {self.last_checkpoint} at iteration {self.iteration}")
+        if resumed and self.dist.is_main:
+            msg = f"resumed {self.stage} from {self.last_checkpoint} at iteration {self.iteration}"
+            if bar is not None:
+                bar.write(msg)
+            else:
+                print(msg, flush=True)
         every = self.cfg.train.checkpoint_every
         try:
             t0 = time.perf_counter()
@@ -299,7 +345,7 @@ class Trainer:
                 stop = self.dist.broadcast_flag(self._stop_signal is not None)
                 if stop:
                     path = self.save()
-                    raise Interrupted(self._stop_signal or signal.SIGTERM, path)
+                    raise Interrupted(self._stop_signal or signal.SIGTERM, path, self.iteration)
                 if every and self.iteration % every == 0 and self.iteration < self.iters:
                     self.save()
         finally:
@@ -313,6 +359,7 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(final, self.state_dict())
         self.dist.barrier()
+        self.dist.debug_dump(self.stage, self.state_dict)
         return final
 
 

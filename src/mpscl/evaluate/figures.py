@@ -341,3 +341,49 @@ def feature_tsne(features_by_domain: Mapping[str, np.ndarray], labels_by_domain:
     fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=1.5,
                frameon=False)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- from checkpoints
+def _slices_of(ds, max_slices: int, seed: int):
+    """Up to ``max_slices`` labelled slices of a PreparedDataset, spread over its cases."""
+    images, labels = [], []
+    for c in ds.case_ids:
+        d = ds.case(c)
+        images.append(d["image"])
+        labels.append(d["label"])
+    x, y = np.concatenate(images), np.concatenate(labels)
+    idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_slices])
+    return x[idx], y[idx]
+
+
+def tsne_before_after(ckpt_before: PathLike, ckpt_after: PathLike, source, target, path: PathLike,
+                      max_slices: int = 48, max_points: int = 1500, seed: int = 0) -> Path:
+    """The paper's discriminability picture: t-SNE of source and target pixel features
+    coloured by class, for a model before adaptation (e.g. source-only) and after (MPSCL).
+
+    Target labels only colour the points; they choose nothing.
+    """
+    from ..adapt.checkpoint import load_model
+    xs, ys = _slices_of(source, max_slices, seed)
+    xt, yt = _slices_of(target, max_slices, seed + 1)
+    panels = []
+    for ckpt in (ckpt_before, ckpt_after):
+        model, meta = load_model(ckpt)
+        fs, ls = collect_features(model, xs, ys, max_points=max_points, seed=seed)
+        ft, lt = collect_features(model, xt, yt, max_points=max_points, seed=seed)
+        panels.append(({"source": fs, "target": ft}, {"source": ls, "target": lt}))
+    return feature_tsne(*panels[1], path, before_after=panels[0], class_names=meta["classes"],
+                        max_points=max_points, seed=seed)
+
+
+def overlays_for_case(checkpoint: PathLike, dataset, case: str, path: PathLike, n_slices: int = 4,
+                      batch_size: int = 16) -> Path:
+    """Prediction vs ground truth on ``n_slices`` slices of one case (those with most foreground)."""
+    from ..adapt.checkpoint import load_model
+    from .inference import predict_volume
+    model, meta = load_model(checkpoint)
+    d = dataset.case(case)
+    pred = predict_volume(model, d["image"], batch_size=batch_size, device="cpu")
+    fg = (d["label"] > 0).reshape(len(d["label"]), -1).sum(1)
+    chosen = sorted(np.argsort(-fg, kind="stable")[:n_slices].tolist())
+    return overlay_figure(d["image"], pred, d["label"], chosen, path, class_names=meta["classes"])

@@ -102,9 +102,9 @@ def metrics_markdown(metrics: Dict[str, Any], title: str = "Evaluation") -> str:
     names = list(summary["per_class"])
     pc = summary["per_class"]
 
-    def case_avg(metric):  # per-case mean over classes, then mean (std) over cases
+    def case_avg(metric):  # the summary's mean (of class means); std over per-case means
         per_case = [_nan_stats([r[metric][n] for n in names])[0] for r in cases]
-        return _nan_stats(per_case)
+        return summary[f"{metric}_mean"], _nan_stats(per_case)[1]
 
     lines = [f"# {title}", "", f"{len(cases)} case(s): {', '.join(str(r['case']) for r in cases)}", ""]
     lines += ["| | " + " | ".join(names) + " | Mean |", "|---" * (len(names) + 2) + "|"]

@@ -1,0 +1,223 @@
+"""``mpscl benchmark``: every method, same backbone, budget and seeds, scored on target test cases.
+
+Suites:
+- ``mscmrseg19``: bSSFP (C0) -> LGE cardiac MR from ``../shared/data/mscmrseg19``. Target
+  images are used unlabelled in training; LGE 1-5 are the providers' validation cases (the
+  only target labels that may inform a choice; this benchmark makes none) and every
+  reported number is on LGE 6-45. The checkpoint scored is always the last one.
+- ``phantom-mr2ct`` / ``phantom-ct2mr``: the built-in phantom, 12 cases per domain; cases
+  1-3 play the validation role, 4-12 are scored.
+
+Budget: every method gets ``warmup_iters + iters`` iterations in all; MPSCL spends
+``warmup_iters`` of them on its AdvEnt warm-up and its variants (ablations, the authors'
+loss) start from the same seed's warm-up checkpoint, as in the paper. The oracle trains on
+the labels of all target cases (test cases included), so it is an optimistic upper bound.
+
+Resumable: a run whose ``metrics.json`` exists is skipped, and an unfinished run resumes
+from its last checkpoint, so the benchmark can be completed over several sessions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .config import build_config
+
+SHARED = Path("../shared/data")  # relative to the repository root, where the benchmark is run
+
+MAIN_METHODS = ("source-only", "advent", "mpscl", "oracle")
+VARIANTS = {  # name -> ablation switches; all start from the seed's warm-up checkpoint
+    "mpscl-no-margin": ["no-margin"],
+    "mpscl-no-target-contrastive": ["no-target-contrastive"],
+    "mpscl-no-selection": ["no-selection"],
+    "mpscl-authors-loss": ["authors-contrastive"],
+}
+SUITES = {
+    "mscmrseg19": {"test_cases": "6-45", "direction": "C0 -> LGE"},
+    "phantom-mr2ct": {"test_cases": "4-12", "direction": "MR -> CT", "source": "mr", "target": "ct"},
+    "phantom-ct2mr": {"test_cases": "4-12", "direction": "CT -> MR", "source": "ct", "target": "mr"},
+}
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except Exception:
+        return None
+
+
+def prepare_suite(suite: str, work: Path, size: int, data_root: Path = SHARED) -> Dict[str, Path]:
+    """Prepared source/target datasets of a suite under ``work/data`` (made once)."""
+    from .data import prepare_dataset, write_phantom
+    out = work / "data"
+    if suite == "mscmrseg19":
+        root = data_root / "mscmrseg19"
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: the MS-CMRSeg data is not there (see ../shared/data/README.md)")
+        dirs = {"source": out / f"c0_{size}", "target": out / f"lge_{size}"}
+        for key, seq in (("source", "C0"), ("target", "LGE")):
+            if not (dirs[key] / "manifest.json").is_file():
+                prepare_dataset(str(root / seq / f"patient{{case}}_{seq}.nii.gz"),
+                                str(root / seq / f"patient{{case}}_{seq}_manual.nii.gz"),
+                                "mscmrseg", dirs[key], size=size)
+        return dirs
+    spec = SUITES[suite]
+    ph = out / "phantom"
+    if not (ph / "ct").is_dir():
+        write_phantom(ph, cases=12, seed=2024)
+    dirs = {}
+    for key in ("source", "target"):
+        dom = spec[key]
+        dirs[key] = out / f"phantom_{dom}_{size}"
+        if not (dirs[key] / "manifest.json").is_file():
+            prepare_dataset(str(ph / dom / "case{case}_image.nii.gz"), str(ph / dom / "case{case}_label.nii.gz"),
+                            "mmwhs", dirs[key], size=size, log=lambda *a, **k: None)
+    return dirs
+
+
+def plan(seeds: List[int], variant_seeds: List[int]) -> List[Dict]:
+    runs = [{"name": m, "method": m, "seed": s, "ablations": []} for s in seeds for m in MAIN_METHODS]
+    runs += [{"name": v, "method": "mpscl", "seed": s, "ablations": a}
+             for s in variant_seeds for v, a in VARIANTS.items()]
+    return runs
+
+
+def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], variant_seeds: List[int],
+                  preset: str = "cpu", sets: Optional[List[str]] = None, only: Optional[List[str]] = None,
+                  data_root: Path = SHARED) -> Dict:
+    from .adapt.pipeline import train
+    from .evaluate import evaluate_checkpoint
+
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r} (choose from {', '.join(SUITES)})")
+    sets = list(sets or [])
+    base = build_config(preset, sets=sets)
+    total = base.train.iters + base.train.warmup_iters
+    dirs = prepare_suite(suite, work, base.data.size, data_root)
+    results.mkdir(parents=True, exist_ok=True)
+    for r in plan(seeds, variant_seeds):
+        if only and r["name"] not in only:
+            continue
+        res_dir = results / r["name"] / f"seed{r['seed']}"
+        if (res_dir / "metrics.json").is_file():
+            print(f"[skip] {r['name']} seed {r['seed']}: {res_dir / 'metrics.json'} exists")
+            continue
+        run_sets = sets + [f"train.seed={r['seed']}"]
+        if r["method"] != "mpscl":
+            run_sets.append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
+        cfg = build_config(preset, sets=run_sets, ablations=r["ablations"])
+        run_dir = work / "runs" / suite / r["name"] / f"seed{r['seed']}"
+        init = None
+        if r["name"] != r["method"]:  # MPSCL variants share the seed's warm-up
+            init = work / "runs" / suite / "mpscl" / f"seed{r['seed']}" / "warmup" / "final.pt"
+            if not init.is_file():
+                print(f"[wait] {r['name']} seed {r['seed']}: needs {init} (run mpscl first)")
+                continue
+        print(f"\n[run] {suite}: {r['name']} seed {r['seed']}", flush=True)
+        t0 = time.perf_counter()
+        final = train(dirs["source"], dirs["target"], r["method"], cfg, run_dir, init=init)
+        train_s = time.perf_counter() - t0
+        metrics = evaluate_checkpoint(final, dirs["target"], res_dir, cases=SUITES[suite]["test_cases"])
+        info = {"suite": suite, "run": r["name"], "method": r["method"], "seed": r["seed"],
+                "ablations": r["ablations"], "preset": preset, "sets": run_sets,
+                "init": str(init) if init else None, "train_seconds": round(train_s, 1),
+                "test_cases": SUITES[suite]["test_cases"], "git_commit": _git_commit(),
+                "machine": _machine(), "dice_mean": metrics["summary"]["dice_mean"]}
+        (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+        print(f"[done] {r['name']} seed {r['seed']}: target Dice {info['dice_mean']:.2f}% "
+              f"(train {train_s / 60:.1f} min)")
+    return summarise(results, suite)
+
+
+def _mean_std(v: List[float]):
+    v = [x for x in v if x is not None and np.isfinite(x)]
+    if not v:
+        return None, None
+    return float(np.mean(v)), float(np.std(v))
+
+
+def summarise(results: Path, suite: str) -> Dict:
+    """summary.json / summary.md / dice_per_method.png from every run's metrics.json."""
+    from .evaluate import figures
+    from .fileio import atomic_write_text
+    methods: Dict[str, Dict] = {}
+    order = list(MAIN_METHODS) + list(VARIANTS)
+    for name in order:
+        runs = sorted((results / name).glob("seed*/metrics.json"))
+        if not runs:
+            continue
+        ms = [json.loads(p.read_text()) for p in runs]
+        infos = [json.loads((p.parent / "run.json").read_text()) if (p.parent / "run.json").is_file() else {}
+                 for p in runs]
+        classes = list(ms[0]["summary"]["per_class"])
+        entry = {"runs": len(ms), "seeds": [i.get("seed") for i in infos]}
+        entry["dice_mean"], entry["dice_std"] = _mean_std([m["summary"]["dice_mean"] for m in ms])
+        entry["assd_mean"], entry["assd_std"] = _mean_std([m["summary"]["assd_mean"] for m in ms])
+        entry["per_class"] = {}
+        for c in classes:
+            d, ds = _mean_std([m["summary"]["per_class"][c]["dice"] for m in ms])
+            a, as_ = _mean_std([m["summary"]["per_class"][c]["assd"] for m in ms])
+            entry["per_class"][c] = {"dice": d, "dice_std": ds, "assd": a, "assd_std": as_}
+        entry["train_minutes"] = [round(i.get("train_seconds", 0) / 60, 1) for i in infos]
+        methods[name] = entry
+    summary = {"suite": suite, "test_cases": SUITES[suite]["test_cases"],
+               "direction": SUITES[suite]["direction"], "methods": methods,
+               "machine": _machine(), "git_commit": _git_commit()}
+    so, orc, mp = (methods.get(k, {}).get("dice_mean") for k in ("source-only", "oracle", "mpscl"))
+    if None not in (so, orc, mp) and orc != so:
+        summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
+    atomic_write_text(results / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(results / "summary.md", _markdown(summary))
+    if methods:
+        figures.dice_bars({k: {"per_class": {c: {"dice": v["dice"], "dice_std": v["dice_std"]}
+                                             for c, v in m["per_class"].items()}}
+                           for k, m in methods.items()}, results / "dice_per_method.png")
+    return summary
+
+
+def _fmt(m, s, digits=1):
+    return "n/a" if m is None else f"{m:.{digits}f} ({s:.{digits}f})"
+
+
+def _markdown(summary: Dict) -> str:
+    methods = summary["methods"]
+    if not methods:
+        return "# no finished runs yet\n"
+    classes = list(next(iter(methods.values()))["per_class"])
+    lines = [f"# {summary['suite']}: {summary['direction']}, scored on target cases {summary['test_cases']}", "",
+             "3D Dice (%) and ASSD (voxels), mean (std) over seeds; per seed, the mean over test volumes.", "",
+             "| method | runs | " + " | ".join(f"Dice {c}" for c in classes) + " | Dice mean | "
+             + " | ".join(f"ASSD {c}" for c in classes) + " | ASSD mean | train min |",
+             "|---" * (2 * len(classes) + 5) + "|"]
+    for name, m in methods.items():
+        pc = m["per_class"]
+        lines.append(f"| {name} | {m['runs']} | " + " | ".join(_fmt(pc[c]["dice"], pc[c]["dice_std"]) for c in classes)
+                     + f" | **{_fmt(m['dice_mean'], m['dice_std'])}** | "
+                     + " | ".join(_fmt(pc[c]["assd"], pc[c]["assd_std"], 2) for c in classes)
+                     + f" | {_fmt(m['assd_mean'], m['assd_std'], 2)} | {', '.join(map(str, m['train_minutes']))} |")
+    if "mpscl_gap_closed" in summary:
+        lines += ["", f"MPSCL closes {100 * summary['mpscl_gap_closed']:.0f}% of the source-only -> oracle gap."]
+    lines += ["", f"Machine: {summary['machine']}; commit {summary['git_commit']}."]
+    return "\n".join(lines) + "\n"

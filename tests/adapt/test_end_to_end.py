@@ -1,0 +1,87 @@
+"""Every method trains a few iterations on tiny data on CPU, checkpoints, and stays finite."""
+import json
+import math
+
+import pytest
+import torch
+
+from mpscl.adapt.checkpoint import load_checkpoint, load_model
+from mpscl.adapt.pipeline import train
+from mpscl.adapt.trainer import TrainingError
+from mpscl.config import build_config
+
+TINY = ["data.size=48", "data.batch_size=2", "train.iters=3", "train.warmup_iters=2",
+        "train.log_every=1", "train.checkpoint_every=0", "train.threads=1"]
+
+
+def _log(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method,stages", [
+    ("source-only", ["source-only"]), ("advent", ["advent"]), ("oracle", ["oracle"]),
+    ("mpscl", ["warmup", "mpscl"]),
+])
+def test_method_trains_and_checkpoints(tiny_domains, tmp_path, method, stages):
+    cfg = build_config("cpu", sets=TINY)
+    final = train(tiny_domains["mr"], tiny_domains["ct"], method, cfg, tmp_path / "run", progress=False)
+    assert final == tmp_path / "run" / "final.pt" and final.is_file()
+    assert (tmp_path / "run" / "config.yaml").read_text().endswith(f"method: {method}\n")
+    for st in stages:
+        recs = _log(tmp_path / "run" / st / "log.jsonl")
+        n = cfg.train.warmup_iters if st == "warmup" else cfg.train.iters
+        assert [r["iter"] for r in recs] == list(range(1, n + 1))
+        for r in recs:
+            assert all(math.isfinite(v) for k, v in r.items() if isinstance(v, float)), r
+        assert "seg_src" in recs[-1]
+        if st in ("advent", "warmup", "mpscl"):
+            assert {"adv", "adv_aux", "d_main", "d_aux"} <= set(recs[-1])
+        if st == "mpscl":
+            assert {"mpcl_src", "mpcl_trg", "selected"} <= set(recs[-1])
+    ck = load_checkpoint(final)
+    assert ck["method"] == method and ck["classes"] == ["background", "MYO", "LAC", "LVC", "AA"]
+    assert ck["label_values"] == [0, 205, 420, 500, 820] and ck["iteration"] == cfg.train.iters
+    model, _ = load_model(final)
+    with torch.no_grad():
+        _, _, logits = model(torch.zeros(1, 1, 48, 48))
+    assert logits.shape == (1, 5, 48, 48) and torch.isfinite(logits).all()
+    if method == "mpscl":
+        protos = load_checkpoint(tmp_path / "run" / "prototypes.pt")["prototypes"]
+        assert protos.shape == (5, model.feature_dim) and torch.isfinite(protos).all()
+        assert torch.isfinite(ck["prototypes"]).all()
+        # the MPSCL stage started from the warm-up weights, then moved away from them
+        warm = load_checkpoint(tmp_path / "run" / "warmup" / "final.pt")
+        key = "main_head.branches.0.weight"
+        assert not torch.equal(warm["model"][key], ck["model"][key])
+
+
+def test_finished_stage_is_skipped_and_config_guarded(tiny_domains, tmp_path, capsys):
+    cfg = build_config("cpu", sets=TINY)
+    train(tiny_domains["mr"], tiny_domains["ct"], "source-only", cfg, tmp_path, progress=False)
+    before = (tmp_path / "source-only" / "final.pt").stat().st_mtime_ns
+    train(tiny_domains["mr"], tiny_domains["ct"], "source-only", cfg, tmp_path, progress=False)
+    assert (tmp_path / "source-only" / "final.pt").stat().st_mtime_ns == before
+    assert "already finished" in capsys.readouterr().out
+    other = build_config("cpu", sets=TINY + ["mpscl.margin_src=0.1"])
+    with pytest.raises(TrainingError, match="differs in: mpscl.margin_src"):
+        train(tiny_domains["mr"], tiny_domains["ct"], "source-only", other, tmp_path, progress=False)
+
+
+def test_ablation_and_variant_start_from_shared_warmup(tiny_domains, tmp_path):
+    cfg = build_config("cpu", sets=TINY)
+    train(tiny_domains["mr"], tiny_domains["ct"], "mpscl", cfg, tmp_path / "a", progress=False)
+    warm = tmp_path / "a" / "warmup" / "final.pt"
+    abl = build_config("cpu", sets=TINY, ablations=["no-margin", "no-adversarial", "authors-contrastive"])
+    train(tiny_domains["mr"], tiny_domains["ct"], "mpscl", abl, tmp_path / "b", init=warm, progress=False)
+    assert not (tmp_path / "b" / "warmup").exists()
+    recs = _log(tmp_path / "b" / "mpscl" / "log.jsonl")
+    assert "adv" not in recs[-1] and "mpcl_src" in recs[-1]  # no adversarial term, contrastive kept
+
+
+def test_mismatched_inputs_are_refused(tiny_domains, tmp_path):
+    with pytest.raises(TrainingError, match="data.size"):
+        train(tiny_domains["mr"], tiny_domains["ct"], "source-only",
+              build_config("cpu", sets=TINY + ["data.size=64"]), tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="only mpscl has stages"):
+        train(tiny_domains["mr"], tiny_domains["ct"], "advent", build_config("cpu", sets=TINY),
+              tmp_path, stage="warmup", progress=False)

@@ -269,6 +269,11 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from e
     try:
         return yaml.safe_load(text)  # safe loader: no object construction from user files
+    except yaml.constructor.ConstructorError as e:
+        line = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML for a config{line}: {e.problem}; a config "
+                          "holds plain values only (numbers, strings, booleans, lists): Python "
+                          "object tags are refused and nothing was constructed") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
 

@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def _create_temp(path: Path):
+    """A new hidden temp file next to ``path``, created with the usual permissions (0666
+    less the umask, as ``open`` would; ``mkstemp`` would make it private, 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: cannot create a temporary file next to it")
 
 
 def atomic_write(path: str | Path, write_fn) -> None:
     """Call ``write_fn(fileobj)`` on a temp file next to ``path``, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)

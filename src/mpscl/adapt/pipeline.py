@@ -12,15 +12,16 @@ RUN/final.pt             the method's final model: what ``evaluate`` and ``predi
 """
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Callable, List, Optional, Union
 
 import torch
 
-from ..config import Config, config_from_dict, diff_configs, METHODS
+from ..config import Config, config_from_dict, diff_configs, load_yaml, METHODS
 from ..data import PreparedDataset, SliceDataset
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .prototypes import init_prototypes
 from .trainer import RUNTIME_KEYS, Trainer, TrainingError, resolve_device, use_bf16
@@ -37,8 +38,9 @@ def _check_run_config(out: Path, cfg: Config, method: str) -> None:
     path = out / "config.yaml"
     if not path.exists():
         return
-    import yaml
-    old = yaml.safe_load(path.read_text()) or {}
+    old = load_yaml(path) or {}
+    if not isinstance(old, dict):
+        raise TrainingError(f"{path}: not a run configuration (a YAML mapping); choose a new --out")
     old_method = old.pop("method", None)
     diff = [k for k in diff_configs(old, cfg.to_dict()) if k not in RUNTIME_KEYS]
     if old_method not in (None, method):
@@ -48,10 +50,20 @@ def _check_run_config(out: Path, cfg: Config, method: str) -> None:
                             f"(differs in: {', '.join(diff)}); choose a new --out")
 
 
+def _has_checkpoint(out: Path) -> bool:
+    return (out / "config.yaml").is_file() and any(
+        p.is_file() for p in [out / "final.pt", out / "prototypes.pt",
+                              *out.glob("*/last.pt"), *out.glob("*/final.pt")])
+
+
 def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
           stage: Optional[str] = None, init: Optional[Union[str, Path]] = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> Path:
+          progress: bool = True, log: Callable[[str], None] = print,
+          resume: bool = False) -> Path:
     """Train ``method`` on prepared datasets; return the path of ``RUN/final.pt``.
+
+    A run folder holding checkpoints of the same configuration is always continued;
+    ``resume=True`` (``--resume``) also makes it an error when there is nothing to continue.
 
     ``stage`` runs one stage of ``mpscl`` only; ``init`` is a warm-up checkpoint to start
     the MPSCL stages from (e.g. shared by several MPSCL variants of one benchmark seed).
@@ -79,6 +91,9 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
                             f"data.size={cfg.data.size}; re-run prepare with --size {cfg.data.size} "
                             f"or --set data.size={src.size}")
     _check_run_config(out, cfg, method)
+    if resume and not _has_checkpoint(out):
+        raise TrainingError(f"{out}: --resume: nothing to resume (no checkpoint in this run "
+                            f"folder); leave out --resume to start a new run")
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml() + f"method: {method}\n")
@@ -113,6 +128,7 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
                 protos = load_checkpoint(proto_path)["prototypes"]
             else:
                 protos = compute_prototypes(warm_ckpt, src_ds, device, cfg, log)
+                protos = dist.broadcast(protos)  # several ranks: rank 0's, bit for bit
                 if dist.is_main:
                     save_checkpoint(proto_path, {"prototypes": protos, "classes": src.classes,
                                                  "from": str(warm)})
@@ -122,8 +138,8 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         if final is None:
             return proto_path
     if dist.is_main:
-        shutil.copyfile(final, out / ".final.pt.tmp")
-        (out / ".final.pt.tmp").replace(out / "final.pt")
+        with open(final, "rb") as src_f:
+            atomic_write(out / "final.pt", lambda f: shutil.copyfileobj(src_f, f))
     dist.barrier()
     return out / "final.pt"
 
@@ -134,6 +150,14 @@ def compute_prototypes(warm_ckpt, src_ds, device, cfg: Config, log=print) -> tor
     model = build_segmenter(config_from_dict(warm_ckpt["config"]).model, len(warm_ckpt["classes"]))
     model.load_state_dict(warm_ckpt["model"])
     model.to(device)
-    loader = torch.utils.data.DataLoader(src_ds, batch_size=max(1, cfg.data.batch_size * 4), shuffle=False)
-    return init_prototypes(model, loader, len(warm_ckpt["classes"]), device,
-                           amp=use_bf16(cfg.train.amp, device))
+    # the slices as stored: augmentation here would draw from the global RNG, so prototypes
+    # would depend on what ran before in the process (and differ on resume)
+    plain = copy.copy(src_ds)
+    plain.augment = False
+    loader = torch.utils.data.DataLoader(plain, batch_size=max(1, cfg.data.batch_size * 4), shuffle=False)
+    try:
+        return init_prototypes(model, loader, len(warm_ckpt["classes"]), device,
+                               amp=use_bf16(cfg.train.amp, device))
+    except ValueError as e:
+        raise TrainingError(f"{src_ds.prepared.root}: cannot compute the MPSCL prototypes: {e}"
+                            f" (use larger slices, --set data.size=..., or more cases)") from e

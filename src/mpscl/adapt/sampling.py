@@ -4,6 +4,10 @@ Each domain is walked in epochs; epoch ``e`` is a permutation drawn from a gener
 seeded with (seed, domain, e). Because nothing here carries state, a resumed run draws
 exactly the batches the uninterrupted run would have drawn, and ranks of a distributed
 run take disjoint shares of the same global batch.
+
+Augmentation is drawn per sample from :func:`sample_generator`, seeded by the sample's
+position in the GLOBAL batch: rank r's share (positions r*B .. r*B+B-1) is augmented
+exactly as the same samples of a one-process run with batch size world_size*B.
 """
 from __future__ import annotations
 
@@ -38,3 +42,12 @@ def batch_indices(seed: int, domain: str, iteration: int, batch_size: int, n: in
 def iteration_generator(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
     """Generator for the random augmentation of one iteration (and rank)."""
     return torch.Generator().manual_seed((seed * 2_000_003 + iteration * 131 + rank) % (2**63))
+
+
+def sample_generator(seed: int, iteration: int, position: int) -> torch.Generator:
+    """Generator for the augmentation of the sample at ``position`` of the global batch of
+    ``iteration`` (position = rank * batch_size + index within the rank's share)."""
+    if position < 0:
+        raise ValueError(f"position must be >= 0, got {position}")
+    return torch.Generator().manual_seed(
+        ((seed * 2_000_003 + iteration) * 1_000_033 + position) % (2**63))

@@ -13,16 +13,23 @@ import torch
 
 from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
                       segmentation_loss)
+from ..losses.segmentation import class_counts
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
 Terms = Dict[str, torch.Tensor]
 
 
 def _seg_terms(t, aux, main, labels, prefix: str) -> Terms:
-    """Step 1: class-weighted CE + soft Dice on the main (1.0) and auxiliary (0.1) outputs."""
-    terms = {f"seg_{prefix}": segmentation_loss(main, labels)}
+    """Step 1: class-weighted CE + soft Dice on the main (1.0) and auxiliary (0.1) outputs.
+
+    On several ranks the CE's class weights and normaliser are those of the global batch."""
+    kw = {}
+    if t.dist.enabled:
+        kw = {"counts": t.dist.all_reduce_sum(class_counts(labels, t.num_classes)),
+              "world_size": t.dist.world_size}
+    terms = {f"seg_{prefix}": segmentation_loss(main, labels, **kw)}
     if aux is not None and t.cfg.loss.seg_aux > 0:
-        terms[f"seg_{prefix}_aux"] = segmentation_loss(aux, labels)
+        terms[f"seg_{prefix}_aux"] = segmentation_loss(aux, labels, **kw)
     return terms
 
 
@@ -107,9 +114,13 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
                                   variant=c.variant)
     if c.lambda_trg > 0:
         pl, sel = pseudo_label(feats_t.detach().float(), protos, c.threshold)  # 5
+        kw = {}
+        if t.dist.enabled:  # the masked average of the global batch
+            kw = {"mask_total": t.dist.all_reduce_sum(sel.sum().float()),
+                  "world_size": t.dist.world_size}
         terms["mpcl_trg"] = mpcl_loss(feats_t, pl, protos, margin=c.margin_trg,  # 4 (target)
                                       temperature=c.temp_trg, base_temperature=c.base_temp,
-                                      mask=sel, variant=c.variant)
+                                      mask=sel, variant=c.variant, **kw)
         t.stats["selected"] = sel.float().mean().item()
     t.backward(terms, _weighted(t, terms))                                   # 6
     if t.disc_main is not None:

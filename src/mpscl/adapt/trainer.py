@@ -259,6 +259,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
             "rng_torch": torch.get_rng_state(),
+            "world_size": self.dist.world_size,
         }
 
     def load_state_dict(self, s: Dict) -> None:
@@ -294,6 +295,10 @@ class Trainer:
             raise TrainingError(
                 f"{path}: cannot resume: it was written by a different configuration "
                 f"(differs in: {', '.join(diff) or 'stage'}). Use a new --out, or the same settings.")
+        if int(s.get("world_size", 1)) != self.dist.world_size:  # another global batch
+            raise TrainingError(
+                f"{path}: cannot resume: it was written by {s.get('world_size', 1)} process(es), "
+                f"this run has {self.dist.world_size}; resume with the same number of processes")
         self.load_state_dict(s)
         self.last_checkpoint, self._last_saved_iter = path, self.iteration
         return True

@@ -107,12 +107,13 @@ class PreparedDataset:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise DataError(f"{path}: unreadable case file: {e}") from e
+            raise DataError(f"{path}: unreadable case file (corrupt or truncated? prepare the "
+                            f"dataset again): {e}") from e
         s, n = meta["slices"], self.size
         image = arrays.get("image")
         if image is None or image.shape != (s, n, n) or image.dtype != np.float32:
             raise DataError(f"{path}: 'image' must be float32 {(s, n, n)}, got "
-                            f"{None if image is None else (image.dtype, image.shape)}")
+                            f"{'none' if image is None else f'{image.dtype} {image.shape}'}")
         label = label_orig = None
         if self.labelled:
             label, label_orig = arrays.get("label"), arrays.get("label_orig")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple, Union
@@ -19,6 +20,7 @@ from ..fileio import atomic_write
 from .errors import DataError
 
 PathLike = Union[str, Path]
+MAX_VOXELS = 2**31  # 8 GiB as float32: far beyond any scan, refused before allocating
 
 
 @dataclass
@@ -52,6 +54,16 @@ def _as_3d(arr: np.ndarray, zooms, path) -> Tuple[np.ndarray, Tuple[float, float
     return arr, (zooms[0], zooms[1], zooms[2])
 
 
+def _check_header_shape(img, path: str) -> None:
+    shape = tuple(int(v) for v in img.shape)
+    n = int(np.prod(shape, dtype=np.float64))
+    if n == 0:
+        raise DataError(f"{path}: the image array is empty (header shape {shape})")
+    if n > MAX_VOXELS:
+        raise DataError(f"{path}: the header claims shape {shape} ({n:.3g} voxels), more than "
+                        f"the {MAX_VOXELS:.3g} a volume may have here; is the header corrupt?")
+
+
 def read_nifti(path: PathLike) -> Volume:
     """Read a NIfTI file as a float32 :class:`Volume` (3D; 2D -> one slice; 4D (...,1) squeezed).
 
@@ -65,6 +77,11 @@ def read_nifti(path: PathLike) -> Volume:
         img = nib.load(path)
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise DataError(f"{path}: not a NIfTI image ({type(img).__name__})")
+        _check_header_shape(img, path)  # before reading: a header can claim any size
+        dtype = img.get_data_dtype()
+        if dtype.kind not in "iuf":
+            raise DataError(f"{path}: voxel type {dtype} is not a real number type "
+                            "(complex or RGB images are not supported)")
         arr = np.asarray(img.dataobj, dtype=np.float32)
         affine = np.asarray(img.affine, dtype=np.float64)
         header = img.header
@@ -72,8 +89,10 @@ def read_nifti(path: PathLike) -> Volume:
     except DataError:
         raise
     except Exception as e:  # nibabel, gzip, zlib and OS errors for bad files
+        # one line; nibabel's "... from <name>" names no file for .gz
+        why = re.sub(r" from(?= -|$)", "", " ".join(str(e).split()))
         raise DataError(f"{path}: cannot read NIfTI file (corrupt or truncated?): "
-                        f"{type(e).__name__}: {e}") from e
+                        f"{type(e).__name__}: {why}") from e
     arr, spacing = _as_3d(arr, zooms, path)
     finite = np.isfinite(arr)
     if not finite.all():

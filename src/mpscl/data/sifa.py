@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -131,9 +131,21 @@ def read_sifa_npz(path: Union[str, Path], modality: str,
             image, label = np.asarray(z["arr_0"]), np.asarray(z["arr_1"])
     except DataError:
         raise
+    except ValueError as e:
+        if "pickled" in str(e):  # neither zip nor .npy: numpy would unpickle it
+            raise DataError(f"{path}: cannot read npz file: it is neither a zip nor an .npy "
+                            "(corrupt?); it was not read as a pickle, which mpscl never loads") from e
+        if "Object arrays" not in str(e):
+            raise DataError(f"{path}: cannot read npz file (corrupt or truncated?): {e}") from e
+        raise DataError(f"{path}: refused: it holds Python object arrays (pickled data, which "
+                        f"could run code when loaded); the release's npz hold numbers only") from e
     except Exception as e:  # zip/npy format errors, truncated files
         raise DataError(f"{path}: cannot read npz file (corrupt or truncated?): "
                         f"{type(e).__name__}: {e}") from e
+    for key, arr in (("arr_0", image), ("arr_1", label)):
+        if arr.dtype.kind not in "iuf":
+            raise DataError(f"{path}: {key} has dtype {arr.dtype}; expected real numbers "
+                            f"(float or integer)")
     if image.ndim == 2:
         image, label = image[:, :, None], (label[:, :, None] if label.ndim == 2 else label)
     if image.ndim != 3 or image.size == 0:
@@ -202,10 +214,13 @@ def _case(case: str, path: str, kind: str, modality: str, size: int,
                       resize_slices(lab_slices, size, "label"), ids)
 
 
-def prepare_sifa(pattern: str, modality: str, out: Union[str, Path], size: int = 256,
+def prepare_sifa(pattern: Union[str, Sequence[str]], modality: str, out: Union[str, Path], size: int = 256,
                  flip: bool = True, overwrite: bool = False,
                  log: Callable[[str], Any] = print) -> Dict[str, Any]:
     """Release files (``*.tfrecords`` or ``*.npz``) -> a prepared dataset; returns its manifest.
+
+    ``pattern``: a file, glob or ``{case}`` pattern, or a list of them (``mpscl prepare-sifa
+    FILES...``).
 
     Each TFRecord file is one case whose slices are its records (middle slice of each);
     each npz file is one volume case (slices along axis 2, flipped per ``flip``). Classes
@@ -216,10 +231,21 @@ def prepare_sifa(pattern: str, modality: str, out: Union[str, Path], size: int =
     modality = _modality(modality)
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 2 <= size <= 4096:
         raise DataError(f"size must be an integer in 2..4096, got {size!r}")
-    files = _find_files(str(pattern))
+    patterns = [str(pattern)] if isinstance(pattern, (str, Path)) else [str(p) for p in pattern]
+    if not patterns:
+        raise DataError("no SIFA input files given")
+    files: Dict[str, str] = {}
+    for pat in patterns:
+        for case, path in _find_files(pat).items():
+            if case in files and os.path.abspath(files[case]) != os.path.abspath(path):
+                raise DataError(f"two inputs give case id {case!r}: {files[case]} and {path}")
+            files[case] = path
+    files = {c: files[c] for c in sorted(files, key=natural_key)}
+    absolute = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
+    pattern = patterns[0] if len(patterns) == 1 else ", ".join(patterns)
     kinds = {("npz" if p.endswith(".npz") else "tfrecord") for p in files.values()}
     if len(kinds) > 1:
-        raise DataError(f"SIFA pattern {pattern!r} mixes .npz and TFRecord files")
+        raise DataError(f"SIFA input {pattern!r} mixes .npz and TFRecord files")
     kind = kinds.pop()
     lo, hi = CONTRAST[modality]
     header = {
@@ -231,7 +257,7 @@ def prepare_sifa(pattern: str, modality: str, out: Union[str, Path], size: int =
                              if kind == "npz" and flip else "")),
         "resize": "image bilinear (antialiased), label nearest-exact (none at 256)",
         "modality": modality,
-        "source": {"kind": f"sifa-{kind}", "images": os.path.abspath(os.path.expanduser(str(pattern))),
+        "source": {"kind": f"sifa-{kind}", "images": absolute[0] if len(absolute) == 1 else absolute,
                    "modality": modality, "size": int(size), "flip": bool(flip)},
     }
 

@@ -169,11 +169,13 @@ class Trainer:
 
     def backward(self, terms: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
         """Refuse non-finite losses before they touch any weight, then backpropagate."""
-        for name, v in terms.items():
-            if not torch.isfinite(v.detach()).all():
-                raise TrainingError(
-                    f"{self.stage}: loss term {name!r} is {v.item()} at iteration {self.iteration + 1}; "
-                    f"stopped before updating any weight. {self._last_good()}")
+        bad = next((n for n, v in terms.items() if not torch.isfinite(v.detach()).all()), None)
+        # every rank must take the same decision, or the others would hang in the all-reduce
+        if self.dist.broadcast_flag(bad is not None):
+            what = (f"loss term {bad!r} is {terms[bad].item()}" if bad is not None
+                    else "a loss term is not finite on another rank")
+            raise TrainingError(f"{self.stage}: {what} at iteration {self.iteration + 1}; "
+                                f"stopped before updating any weight. {self._last_good()}")
         total.backward()
 
     def _last_good(self) -> str:

@@ -87,6 +87,8 @@ def mpcl_loss(
     base_temperature: float = 1.0,
     mask: Optional[torch.Tensor] = None,
     variant: str = "paper",
+    mask_total: Optional[torch.Tensor] = None,
+    world_size: int = 1,
 ) -> torch.Tensor:
     """Margin preserving contrastive loss between pixel features and class prototypes.
 
@@ -115,6 +117,12 @@ def mpcl_loss(
         mask: optional (B,h,w) bool selection (pseudo-label confidence); other dtypes are
             used as 0/1 weights.
         variant: "paper" (default) or "authors".
+        mask_total: data parallelism, with ``mask``: ``sum(mask)`` over valid pixels of the
+            GLOBAL batch (summed over the ``world_size`` ranks). The value returned is then
+            this rank's share ``world_size * sum(loss * mask) / (mask_total + 1e-4)``, whose
+            mean over ranks is exactly the masked average of the global batch. (Without
+            ``mask`` no correction is needed when ranks hold equally many valid pixels.)
+        world_size: number of ranks sharing the global batch (with ``mask_total`` only).
     Returns:
         scalar tensor, float32 (float64 if features or prototypes are float64):
         without ``mask`` the mean over valid pixels (0 if none);
@@ -157,4 +165,7 @@ def mpcl_loss(
         if mask is None:
             return (loss * weight).sum() / weight.sum().clamp_min(1.0)
         weight = weight * mask.reshape(-1).to(dtype)
+        if mask_total is not None:
+            den = (mask_total.to(device=weight.device, dtype=dtype) + MASK_EPS) / world_size
+            return (loss * weight).sum() / den
         return (loss * weight).sum() / (weight.sum() + MASK_EPS)

@@ -8,11 +8,12 @@ logits or inside an autocast region.
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["class_weights", "weighted_cross_entropy", "dice_loss", "segmentation_loss"]
+__all__ = ["class_counts", "class_weights", "weighted_cross_entropy", "dice_loss", "segmentation_loss"]
 
 DICE_EPS = 1e-5
 
@@ -62,28 +63,44 @@ def _valid_mask(labels: torch.Tensor, num_classes: int, ignore_index: int) -> to
     return valid
 
 
-def class_weights(labels: torch.Tensor, num_classes: int, ignore_index: int = -1) -> torch.Tensor:
+def class_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = -1) -> torch.Tensor:
+    """(K,) float32 number of VALID pixels (ids in [0, K)) of each class in ``labels`` (B,H,W).
+
+    Exact integers up to 2**24 pixels per class. A data-parallel trainer sums these over
+    its ranks and passes the result as ``counts`` to :func:`weighted_cross_entropy`.
+    """
+    valid = (labels >= 0) & (labels < num_classes)
+    safe = torch.where(valid, labels, torch.zeros_like(labels)).reshape(-1)
+    counts = torch.zeros(num_classes, dtype=torch.float32, device=labels.device)
+    counts.scatter_add_(0, safe, valid.reshape(-1).to(torch.float32))
+    return counts
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, ignore_index: int = -1,
+                  counts: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-class weights ``w_c = 1 - freq_c`` from the batch's labels.
 
     Args:
         labels: (B,H,W) integer class ids; ``ignore_index`` pixels are not counted.
         num_classes: K.
+        counts: optional (K,) class pixel counts to take the frequencies from instead of
+            ``labels`` (those of the global batch of a data-parallel run).
     Returns:
         (K,) float32 on the labels' device. ``freq_c`` is the fraction of VALID pixels
         (ids in [0, K)) with class c, so a class absent from the batch gets weight 1
         (its weight never enters the loss anyway: no pixel carries it). With no valid
         pixel at all every weight is 1.
     """
-    valid = (labels >= 0) & (labels < num_classes)
-    safe = torch.where(valid, labels, torch.zeros_like(labels)).reshape(-1)
-    counts = torch.zeros(num_classes, dtype=torch.float32, device=labels.device)
-    counts.scatter_add_(0, safe, valid.reshape(-1).to(torch.float32))
+    if counts is None:
+        counts = class_counts(labels, num_classes, ignore_index)
+    counts = counts.to(device=labels.device, dtype=torch.float32)
     total = counts.sum().clamp_min(1.0)
     return 1.0 - counts / total
 
 
 def weighted_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1,
+    counts: Optional[torch.Tensor] = None, world_size: int = 1,
 ) -> torch.Tensor:
     """Class-weighted cross-entropy with ``w_c = 1 - freq_c`` of class c in this batch.
 
@@ -94,9 +111,17 @@ def weighted_cross_entropy(
         return the plain (unweighted) mean NLL, the weighted mean with equal weights;
       * no valid pixel: returns 0 (still connected to ``logits`` for autograd).
 
+    Data parallelism: pass ``counts``, the (K,) :func:`class_counts` of the GLOBAL batch
+    (summed over the ``world_size`` ranks, each holding an equal share). Weights and
+    normaliser are then those of the global batch and the value returned is this rank's
+    share ``world_size * sum_i w_{y_i} nll_i / sum_c w_c counts_c``, so the mean over ranks
+    (what gradient averaging computes) is exactly the loss of the global batch.
+
     Args:
         logits: (B,K,H,W) raw scores (any float dtype; computed in float32/float64).
         labels: (B,H,W) int64 class ids in [0, K) or ``ignore_index``.
+        counts: optional (K,) class pixel counts of the global batch (see above).
+        world_size: number of ranks sharing the global batch (with ``counts`` only).
     Returns:
         scalar tensor (float32, or float64 for float64 logits).
     """
@@ -108,10 +133,15 @@ def weighted_cross_entropy(
         safe = torch.where(valid, labels, torch.zeros_like(labels))
         nll = -F.log_softmax(x, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)  # (B,H,W)
         validf = valid.to(x.dtype)
-        w = class_weights(labels, k, ignore_index).to(x.dtype)[safe] * validf
-        wsum = w.sum()
+        wc = class_weights(labels, k, ignore_index, counts=counts).to(x.dtype)
+        w = wc[safe] * validf
+        if counts is None:
+            wsum, nvalid = w.sum(), validf.sum()
+        else:  # the global batch's normalisers, shared out over the ranks
+            cnt = counts.to(device=x.device, dtype=x.dtype)
+            wsum, nvalid = (wc * cnt).sum() / world_size, cnt.sum() / world_size
         weighted = (w * nll).sum() / torch.where(wsum > 0, wsum, torch.ones_like(wsum))
-        plain = (validf * nll).sum() / validf.sum().clamp_min(1.0)
+        plain = (validf * nll).sum() / nvalid.clamp_min(1.0 / world_size)
         return torch.where(wsum > 0, weighted, plain)
 
 
@@ -144,12 +174,15 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1
 
 
 def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1,
+    counts: Optional[torch.Tensor] = None, world_size: int = 1,
 ) -> torch.Tensor:
     """``weighted_cross_entropy + dice_loss`` (METHOD.md Losses item 1) for one output head.
 
-    Args: logits (B,K,H,W), labels (B,H,W) int64. Returns a scalar tensor.
+    Args: logits (B,K,H,W), labels (B,H,W) int64; ``counts``/``world_size`` as in
+    :func:`weighted_cross_entropy` (the per-sample Dice needs no correction: with equal
+    shares the mean over ranks of per-rank means is the global mean). Returns a scalar.
     """
-    return weighted_cross_entropy(logits, labels, ignore_index) + dice_loss(
+    return weighted_cross_entropy(logits, labels, ignore_index, counts, world_size) + dice_loss(
         logits, labels, ignore_index
     )

@@ -22,9 +22,9 @@ def _log(path):
     ("source-only", ["source-only"]), ("advent", ["advent"]), ("oracle", ["oracle"]),
     ("mpscl", ["warmup", "mpscl"]),
 ])
-def test_method_trains_and_checkpoints(tiny_domains, tmp_path, method, stages):
+def test_method_trains_and_checkpoints(tiny_phantom, tmp_path, method, stages):
     cfg = build_config("cpu", sets=TINY)
-    final = train(tiny_domains["mr"], tiny_domains["ct"], method, cfg, tmp_path / "run", progress=False)
+    final = train(tiny_phantom["mr"], tiny_phantom["ct"], method, cfg, tmp_path / "run", progress=False)
     assert final == tmp_path / "run" / "final.pt" and final.is_file()
     assert (tmp_path / "run" / "config.yaml").read_text().endswith(f"method: {method}\n")
     for st in stages:
@@ -55,33 +55,33 @@ def test_method_trains_and_checkpoints(tiny_domains, tmp_path, method, stages):
         assert not torch.equal(warm["model"][key], ck["model"][key])
 
 
-def test_finished_stage_is_skipped_and_config_guarded(tiny_domains, tmp_path, capsys):
+def test_finished_stage_is_skipped_and_config_guarded(tiny_phantom, tmp_path, capsys):
     cfg = build_config("cpu", sets=TINY)
-    train(tiny_domains["mr"], tiny_domains["ct"], "source-only", cfg, tmp_path, progress=False)
+    train(tiny_phantom["mr"], tiny_phantom["ct"], "source-only", cfg, tmp_path, progress=False)
     before = (tmp_path / "source-only" / "final.pt").stat().st_mtime_ns
-    train(tiny_domains["mr"], tiny_domains["ct"], "source-only", cfg, tmp_path, progress=False)
+    train(tiny_phantom["mr"], tiny_phantom["ct"], "source-only", cfg, tmp_path, progress=False)
     assert (tmp_path / "source-only" / "final.pt").stat().st_mtime_ns == before
     assert "already finished" in capsys.readouterr().out
     other = build_config("cpu", sets=TINY + ["mpscl.margin_src=0.1"])
     with pytest.raises(TrainingError, match="differs in: mpscl.margin_src"):
-        train(tiny_domains["mr"], tiny_domains["ct"], "source-only", other, tmp_path, progress=False)
+        train(tiny_phantom["mr"], tiny_phantom["ct"], "source-only", other, tmp_path, progress=False)
 
 
-def test_ablation_and_variant_start_from_shared_warmup(tiny_domains, tmp_path):
+def test_ablation_and_variant_start_from_shared_warmup(tiny_phantom, tmp_path):
     cfg = build_config("cpu", sets=TINY)
-    train(tiny_domains["mr"], tiny_domains["ct"], "mpscl", cfg, tmp_path / "a", progress=False)
+    train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", cfg, tmp_path / "a", progress=False)
     warm = tmp_path / "a" / "warmup" / "final.pt"
     abl = build_config("cpu", sets=TINY, ablations=["no-margin", "no-adversarial", "authors-contrastive"])
-    train(tiny_domains["mr"], tiny_domains["ct"], "mpscl", abl, tmp_path / "b", init=warm, progress=False)
+    train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", abl, tmp_path / "b", init=warm, progress=False)
     assert not (tmp_path / "b" / "warmup").exists()
     recs = _log(tmp_path / "b" / "mpscl" / "log.jsonl")
     assert "adv" not in recs[-1] and "mpcl_src" in recs[-1]  # no adversarial term, contrastive kept
 
 
-def test_mismatched_inputs_are_refused(tiny_domains, tmp_path):
+def test_mismatched_inputs_are_refused(tiny_phantom, tmp_path):
     with pytest.raises(TrainingError, match="data.size"):
-        train(tiny_domains["mr"], tiny_domains["ct"], "source-only",
+        train(tiny_phantom["mr"], tiny_phantom["ct"], "source-only",
               build_config("cpu", sets=TINY + ["data.size=64"]), tmp_path, progress=False)
     with pytest.raises(TrainingError, match="only mpscl has stages"):
-        train(tiny_domains["mr"], tiny_domains["ct"], "advent", build_config("cpu", sets=TINY),
+        train(tiny_phantom["mr"], tiny_phantom["ct"], "advent", build_config("cpu", sets=TINY),
               tmp_path, stage="warmup", progress=False)

@@ -89,12 +89,12 @@ def _trainer(cfg_sets, data, rank=0, world=1, tmp=None):
                    dist=DistContext(rank, world), progress=False)
 
 
-def test_rank_batches_are_the_slices_of_the_global_batch(scale_phantom, tmp_path):
+def test_rank_batches_are_the_slices_of_the_global_batch(tiny_phantom, tmp_path):
     """Sharding of both domains and augmentation: rank r's batch is exactly samples
     r*B..r*B+B-1 of the one-process global batch, augmentation included."""
     base = ["data.size=48", "model.width=8", "model.disc_width=16"]
-    single = _trainer(base + ["data.batch_size=4"], scale_phantom, tmp=tmp_path / "s")
-    ranks = [_trainer(base + ["data.batch_size=2"], scale_phantom, r, 2, tmp_path / f"r{r}")
+    single = _trainer(base + ["data.batch_size=4"], tiny_phantom, tmp=tmp_path / "s")
+    ranks = [_trainer(base + ["data.batch_size=2"], tiny_phantom, r, 2, tmp_path / f"r{r}")
              for r in range(2)]
     for i in (0, 5, 17):  # 17: past the first epoch of both domains
         for ds_name, dom, labelled in (("source", "source", True), ("target", "target", False)):
@@ -138,7 +138,7 @@ def _log(path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-def test_two_ranks_match_one_process(scale_phantom, tmp_path):
+def test_two_ranks_match_one_process(tiny_phantom, tmp_path):
     """2 ranks x batch 2 == 1 process x batch 4 through warm-up, prototypes and MPSCL.
 
     Ranks must agree bit for bit: they apply the same all-reduced gradients to the same
@@ -152,7 +152,7 @@ def test_two_ranks_match_one_process(scale_phantom, tmp_path):
     atol 1e-5 for near-zero entries). A real mismatch is orders of magnitude larger: with
     per-rank instead of global BatchNorm statistics the state differed by 7e-2.
     """
-    common = ["train", "--source", str(scale_phantom["mr"]), "--target", str(scale_phantom["ct"]),
+    common = ["train", "--source", str(tiny_phantom["mr"]), "--target", str(tiny_phantom["ct"]),
               "--method", "mpscl", "--preset", "cpu", "--device", "cpu", "--no-progress",
               "--iters", "3",  # 3 warm-up + 3 MPSCL iterations
               "--set", "data.size=48", "--set", "model.width=8", "--set", "model.disc_width=16",

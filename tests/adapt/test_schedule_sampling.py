@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mpscl.adapt.sampling import batch_indices, iteration_generator
+from mpscl.adapt.sampling import batch_indices, sample_generator
 from mpscl.adapt.schedule import poly_factor, set_poly_lr
 
 
@@ -41,8 +41,10 @@ def test_ranks_split_the_global_batch():
     assert r0 + r1 == single
 
 
-def test_iteration_generator_is_reproducible():
-    a = torch.rand(3, generator=iteration_generator(5, 17))
-    b = torch.rand(3, generator=iteration_generator(5, 17))
-    c = torch.rand(3, generator=iteration_generator(5, 18))
-    assert torch.equal(a, b) and not torch.equal(a, c)
+def test_sample_generator_is_reproducible_and_distinct():
+    a = torch.rand(3, generator=sample_generator(5, 17, 0))
+    assert torch.equal(a, torch.rand(3, generator=sample_generator(5, 17, 0)))
+    assert not torch.equal(a, torch.rand(3, generator=sample_generator(5, 18, 0)))  # next iteration
+    assert not torch.equal(a, torch.rand(3, generator=sample_generator(5, 17, 1)))  # next sample
+    with pytest.raises(ValueError):
+        sample_generator(5, 17, -1)

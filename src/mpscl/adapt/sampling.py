@@ -39,11 +39,6 @@ def batch_indices(seed: int, domain: str, iteration: int, batch_size: int, n: in
     return out
 
 
-def iteration_generator(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
-    """Generator for the random augmentation of one iteration (and rank)."""
-    return torch.Generator().manual_seed((seed * 2_000_003 + iteration * 131 + rank) % (2**63))
-
-
 def sample_generator(seed: int, iteration: int, position: int) -> torch.Generator:
     """Generator for the augmentation of the sample at ``position`` of the global batch of
     ``iteration`` (position = rank * batch_size + index within the rank's share)."""

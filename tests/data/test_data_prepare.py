@@ -219,3 +219,14 @@ def test_prepare_real_mscmrseg_subset(tmp_path, mscmrseg_dir, monkeypatch):
     case = PreparedDataset(tmp_path / "out").case("1")
     assert case["image"].shape == (12, 64, 64) and case["label_orig"].shape == (192, 192, 12)
     assert case["image"].min() >= -1 and case["image"].max() <= 1
+
+
+@pytest.mark.parametrize("seq,cases,slices", [("C0", 35, 391), ("LGE", 45, 686)])
+def test_prepare_real_mscmrseg_full(tmp_path, mscmrseg_dir, seq, cases, slices):
+    # the whole published set, as the benchmark prepares it: every case paired, no slice lost
+    man = prepare_dataset(str(mscmrseg_dir / seq / f"patient{{case}}_{seq}.nii.gz"),
+                          str(mscmrseg_dir / seq / f"patient{{case}}_{seq}_manual.nii.gz"),
+                          "mscmrseg", tmp_path / seq, size=32, log=quiet)
+    assert len(man["cases"]) == cases and sum(c["slices"] for c in man["cases"]) == slices
+    assert [c["case"] for c in man["cases"]] == [str(i) for i in range(1, cases + 1)]
+    assert all(c["class_voxels"][k] > 0 for c in man["cases"] for k in ("MYO", "LV", "RV"))

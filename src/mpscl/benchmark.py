@@ -155,7 +155,7 @@ def _mean_std(v: List[float]):
     v = [x for x in v if x is not None and np.isfinite(x)]
     if not v:
         return None, None
-    return float(np.mean(v)), float(np.std(v))
+    return float(np.mean(v)), (float(np.std(v)) if len(v) > 1 else None)  # no spread from one seed
 
 
 def summarise(results: Path, suite: str) -> Dict:
@@ -198,7 +198,9 @@ def summarise(results: Path, suite: str) -> Dict:
 
 
 def _fmt(m, s, digits=1):
-    return "n/a" if m is None else f"{m:.{digits}f} ({s:.{digits}f})"
+    if m is None:
+        return "n/a"
+    return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ({s:.{digits}f})"
 
 
 def _markdown(summary: Dict) -> str:
@@ -207,7 +209,7 @@ def _markdown(summary: Dict) -> str:
         return "# no finished runs yet\n"
     classes = list(next(iter(methods.values()))["per_class"])
     lines = [f"# {summary['suite']}: {summary['direction']}, scored on target cases {summary['test_cases']}", "",
-             "3D Dice (%) and ASSD (voxels), mean (std) over seeds; per seed, the mean over test volumes.", "",
+             "3D Dice (%) and ASSD (voxels), mean (std) over seeds (no std with one seed); per seed, the mean over test volumes.", "",
              "| method | runs | " + " | ".join(f"Dice {c}" for c in classes) + " | Dice mean | "
              + " | ".join(f"ASSD {c}" for c in classes) + " | ASSD mean | train min |",
              "|---" * (2 * len(classes) + 5) + "|"]

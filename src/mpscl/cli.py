@@ -110,7 +110,8 @@ def cmd_benchmark(args) -> None:
                           sets=args.sets, only=args.only, data_root=Path(args.data_root))
         print(f"{suite}: {results / 'summary.md'}")
         for name, m in s["methods"].items():
-            print(f"  {name:28s} Dice {m['dice_mean']:.2f} ({m['dice_std']:.2f})  runs {m['runs']}")
+            spread = "" if m["dice_std"] is None else f" ({m['dice_std']:.2f})"
+            print(f"  {name:28s} Dice {m['dice_mean']:.2f}{spread}  runs {m['runs']}")
 
 
 def cmd_config(args) -> None:

@@ -1,0 +1,39 @@
+"""The benchmark's summary: shape of summary.json, mean/std over seeds, the gap closed."""
+import json
+
+import pytest
+
+from mpscl.benchmark import VARIANTS, plan, summarise
+
+
+def _metrics(path, dice):
+    per = {c: {"dice": d, "dice_std": 1.0, "assd": 2.0 * i + 1, "assd_std": 0.5} for i, (c, d) in enumerate(dice.items())}
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps(
+        {"cases": [], "summary": {"dice_mean": sum(dice.values()) / len(dice), "assd_mean": 3.0, "per_class": per}}))
+    (path / "run.json").write_text(json.dumps({"seed": int(path.name[4:]), "train_seconds": 60}))
+
+
+def test_summary_over_seeds(tmp_path):
+    _metrics(tmp_path / "source-only" / "seed1", {"MYO": 40.0, "LV": 60.0})
+    _metrics(tmp_path / "source-only" / "seed2", {"MYO": 50.0, "LV": 70.0})
+    _metrics(tmp_path / "oracle" / "seed1", {"MYO": 80.0, "LV": 90.0})
+    _metrics(tmp_path / "mpscl" / "seed1", {"MYO": 60.0, "LV": 80.0})
+    s = summarise(tmp_path, "mscmrseg19")
+    so = s["methods"]["source-only"]
+    assert so["runs"] == 2 and so["dice_mean"] == pytest.approx(55.0) and so["dice_std"] == pytest.approx(5.0)
+    assert so["per_class"]["MYO"]["dice"] == pytest.approx(45.0)
+    assert s["methods"]["oracle"]["dice_std"] is None  # one seed: no spread
+    assert s["mpscl_gap_closed"] == pytest.approx((70 - 55) / (85 - 55))
+    assert json.loads((tmp_path / "summary.json").read_text())["methods"].keys() == s["methods"].keys()
+    md = (tmp_path / "summary.md").read_text()
+    assert "| source-only | 2 |" in md and "**55.0 (5.0)**" in md and "50%" in md
+    assert (tmp_path / "dice_per_method.png").stat().st_size > 5000
+
+
+def test_plan_gives_every_method_and_variant():
+    runs = plan([1, 2, 3], [1])
+    names = [(r["name"], r["seed"]) for r in runs]
+    assert len(runs) == 4 * 3 + len(VARIANTS)
+    assert ("mpscl-no-margin", 1) in names and ("oracle", 3) in names
+    assert all(r["method"] == "mpscl" for r in runs if r["name"] in VARIANTS)

@@ -109,6 +109,9 @@ def _write_report(rep: Path, summary: Dict, timings: Dict, cfg) -> None:
     lines += ["", "Figures: `dice_per_class.png`, `curves_*.png`, `tsne_source_only_vs_mpscl.png`, "
               "`overlay_mpscl.png`; per-case tables in `<method>/metrics.md`.", "",
               "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), "",
-              "Configuration: CPU preset (`mpscl config --preset cpu`)."]
+              f"Configuration: CPU preset (`mpscl config --preset cpu`) with train.warmup_iters="
+              f"{cfg.train.warmup_iters} and train.iters={cfg.train.iters} (source-only: the same "
+              f"{cfg.train.warmup_iters + cfg.train.iters} iterations in one stage); each run's "
+              "`config.yaml` is under `runs/`."]
     atomic_write_text(rep / "README.md", "\n".join(lines) + "\n")
     atomic_write_text(rep / "summary.json", json.dumps({"methods": summary, "timings_s": timings}, indent=2))

@@ -133,6 +133,12 @@ def write_label_nifti(path: PathLike, labels: np.ndarray, reference) -> Path:
     header.set_data_dtype(dtype)
     out = nib.Nifti1Image(labels.astype(dtype), ref.affine, header)
     out.header.set_slope_inter(1.0, 0.0)
-    raw = out.to_bytes()
+    return save_nifti(out, path)
+
+
+def save_nifti(img: nib.Nifti1Image, path: PathLike) -> Path:
+    """Write ``img`` to ``path`` (.nii or .nii.gz) whole or not at all."""
+    path = Path(path)
+    raw = img.to_bytes()
     atomic_write(path, lambda f: f.write(gzip.compress(raw, compresslevel=6) if path.name.endswith(".gz") else raw))
     return path

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import DataError
+from .io import save_nifti
 
 LABELS = {"MYO": 205, "LAC": 420, "LVC": 500, "AA": 820, "RV": 600, "RA": 550, "PA": 850}
 CT_SPACING = (2.0, 2.0, 3.0)  # mm at the default size; MR voxels are 1.2x larger
@@ -199,7 +200,7 @@ def _save(arr: np.ndarray, spacing, path: Path) -> None:
     affine[:3, 3] = [-(n - 1) / 2 * sp for n, sp in zip(arr.shape, spacing)]
     img = nib.Nifti1Image(arr, affine)
     img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
+    save_nifti(img, path)
 
 
 def write_phantom(out: Union[str, Path], cases: int = 8, seed: int = 0,

@@ -220,6 +220,10 @@ def _markdown(summary: Dict) -> str:
                      + " | ".join(_fmt(pc[c]["assd"], pc[c]["assd_std"], 2) for c in classes)
                      + f" | {_fmt(m['assd_mean'], m['assd_std'], 2)} | {', '.join(map(str, m['train_minutes']))} |")
     if "mpscl_gap_closed" in summary:
-        lines += ["", f"MPSCL closes {100 * summary['mpscl_gap_closed']:.0f}% of the source-only -> oracle gap."]
+        g = 100 * summary["mpscl_gap_closed"]
+        lines += ["", f"MPSCL closes {g:.0f}% of the source-only -> oracle gap." if g >= 0 else
+                  f"MPSCL does not close the source-only -> oracle gap: it widens it by {-g:.0f}% of the gap."]
+    lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "
+              "MPSCL warm-up checkpoint, so theirs exclude the shared warm-up."]
     lines += ["", f"Machine: {summary['machine']}; commit {summary['git_commit']}."]
     return "\n".join(lines) + "\n"

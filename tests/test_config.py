@@ -59,8 +59,9 @@ def test_yaml_errors_name_the_file(tmp_path):
 
 
 def test_ablation_switches():
-    assert set(ABLATIONS) == {"no-margin", "no-target-contrastive", "no-selection", "no-adversarial",
-                              "authors-contrastive"}
+    assert set(ABLATIONS) == {"no-margin", "no-target-contrastive", "no-source-contrastive",
+                              "no-selection", "no-adversarial", "authors-contrastive"}
+    assert build_config("cpu", ablations=["no-source-contrastive"]).mpscl.lambda_src == 0
     c = build_config("paper-mr2ct", ablations=["no-margin", "no-selection"])
     assert c.mpscl.margin_src == 0 and c.mpscl.margin_trg == 0 and c.mpscl.threshold == 0
     assert build_config("cpu", ablations=["no-target-contrastive"]).mpscl.lambda_trg == 0

@@ -38,6 +38,9 @@ VARIANTS = {  # name -> ablation switches; all start from the seed's warm-up che
     "mpscl-no-target-contrastive": ["no-target-contrastive"],
     "mpscl-no-selection": ["no-selection"],
     "mpscl-authors-loss": ["authors-contrastive"],
+    # control: the MPSCL stage with both contrastive terms off (AdvEnt continued from the
+    # warm-up with a fresh schedule and the prototype machinery idle)
+    "mpscl-no-contrastive": ["no-source-contrastive", "no-target-contrastive"],
 }
 SUITES = {
     "mscmrseg19": {"test_cases": "6-45", "direction": "C0 -> LGE"},

@@ -22,6 +22,7 @@ ABLATIONS = {
     # name -> overrides; the paper's ablations as switches
     "no-margin": {"mpscl.margin_src": 0.0, "mpscl.margin_trg": 0.0},
     "no-target-contrastive": {"mpscl.lambda_trg": 0.0},
+    "no-source-contrastive": {"mpscl.lambda_src": 0.0},
     "no-selection": {"mpscl.threshold": 0.0},
     "no-adversarial": {"loss.adversarial": False},
     "authors-contrastive": {"mpscl.variant": "authors"},

@@ -13,11 +13,11 @@ The EMA step is split so a distributed trainer can all-reduce the batch statisti
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Iterable, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from ..losses.precision import full_precision as _full_precision
 
 __all__ = [
     "downsample_labels",
@@ -27,13 +27,6 @@ __all__ = [
     "pseudo_label",
     "init_prototypes",
 ]
-
-
-def _full_precision(device: torch.device):
-    available = getattr(torch.amp, "is_autocast_available", None)
-    if available is not None and not available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _check_features(features: torch.Tensor) -> None:

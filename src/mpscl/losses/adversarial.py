@@ -7,11 +7,11 @@ float32 (float64 for float64 inputs) also under bf16/fp16 autocast.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
+from .precision import full_precision as _full_precision
 
 __all__ = [
     "SOURCE_LABEL",
@@ -25,13 +25,6 @@ __all__ = [
 SOURCE_LABEL = 0.0
 TARGET_LABEL = 1.0
 ENTROPY_EPS = 1e-7
-
-
-def _full_precision(device: torch.device):
-    available = getattr(torch.amp, "is_autocast_available", None)
-    if available is not None and not available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _to_compute(x: torch.Tensor) -> torch.Tensor:

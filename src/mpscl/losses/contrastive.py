@@ -16,12 +16,12 @@ regions are computed in float32.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from .precision import full_precision as _full_precision
 
 __all__ = ["mpcl_loss", "MASK_EPS", "SIN_CLAMP_MIN"]
 
@@ -29,13 +29,6 @@ MASK_EPS = 1e-4       # denominator guard of the masked (target) average
 SIN_CLAMP_MIN = 1e-4  # sin_y = sqrt(clamp(1 - cos_y^2, 1e-4, 1))
 _AUTHORS_LOG_EPS = 1e-4
 _VARIANTS = ("paper", "authors")
-
-
-def _full_precision(device: torch.device):
-    available = getattr(torch.amp, "is_autocast_available", None)
-    if available is not None and not available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _margin_cos(cos: torch.Tensor, margin: float) -> torch.Tensor:

@@ -7,32 +7,15 @@ logits or inside an autocast region.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from .precision import compute_dtype as _compute_dtype, full_precision as _full_precision
 
 __all__ = ["class_counts", "class_weights", "weighted_cross_entropy", "dice_loss", "segmentation_loss"]
 
 DICE_EPS = 1e-5
-
-
-def _full_precision(device: torch.device):
-    """A context that switches autocast off on ``device`` (no-op where autocast is unknown)."""
-    available = getattr(torch.amp, "is_autocast_available", None)
-    if available is not None and not available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bf16/fp16 are promoted)."""
-    dtype = torch.float32
-    for t in tensors:
-        if t.is_floating_point():
-            dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
 
 
 def _check_logits_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:

@@ -6,17 +6,18 @@ import pytest
 from mpscl.benchmark import VARIANTS, plan, summarise
 
 
-def _metrics(path, dice):
+def _metrics(path, dice, commit="abc1234"):
     per = {c: {"dice": d, "dice_std": 1.0, "assd": 2.0 * i + 1, "assd_std": 0.5} for i, (c, d) in enumerate(dice.items())}
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps(
         {"cases": [], "summary": {"dice_mean": sum(dice.values()) / len(dice), "assd_mean": 3.0, "per_class": per}}))
-    (path / "run.json").write_text(json.dumps({"seed": int(path.name[4:]), "train_seconds": 60}))
+    (path / "run.json").write_text(json.dumps({"seed": int(path.name[4:]), "train_seconds": 60,
+                                                    "git_commit": commit}))
 
 
 def test_summary_over_seeds(tmp_path):
     _metrics(tmp_path / "source-only" / "seed1", {"MYO": 40.0, "LV": 60.0})
-    _metrics(tmp_path / "source-only" / "seed2", {"MYO": 50.0, "LV": 70.0})
+    _metrics(tmp_path / "source-only" / "seed2", {"MYO": 50.0, "LV": 70.0}, commit="def5678")
     _metrics(tmp_path / "oracle" / "seed1", {"MYO": 80.0, "LV": 90.0})
     _metrics(tmp_path / "mpscl" / "seed1", {"MYO": 60.0, "LV": 80.0})
     s = summarise(tmp_path, "mscmrseg19")
@@ -29,6 +30,9 @@ def test_summary_over_seeds(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "| source-only | 2 |" in md and "**55.0 (5.0)**" in md and "50%" in md
     assert (tmp_path / "dice_per_method.png").stat().st_size > 5000
+    # the code each run used, not HEAD at summary time
+    assert so["git_commits"] == ["abc1234", "def5678"] and s["git_commits"] == ["abc1234", "def5678"]
+    assert "commit abc1234, def5678" in md
 
 
 def test_plan_gives_every_method_and_variant():

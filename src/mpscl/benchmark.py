@@ -64,9 +64,13 @@ def _machine() -> str:
 
 
 def _git_commit() -> Optional[str]:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    """HEAD, with ``+dirty`` when the package's tree has uncommitted changes."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=Path(__file__).parent, check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
     except Exception:
         return None
 
@@ -120,6 +124,7 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
     total = base.train.iters + base.train.warmup_iters
     dirs = prepare_suite(suite, work, base.data.size, data_root)
     results.mkdir(parents=True, exist_ok=True)
+    commit = _git_commit()  # the code this process loaded, not HEAD when each run ends
     for r in plan(seeds, variant_seeds):
         if only and r["name"] not in only:
             continue
@@ -146,7 +151,7 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
         info = {"suite": suite, "run": r["name"], "method": r["method"], "seed": r["seed"],
                 "ablations": r["ablations"], "preset": preset, "sets": run_sets,
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
-                "test_cases": SUITES[suite]["test_cases"], "git_commit": _git_commit(),
+                "test_cases": SUITES[suite]["test_cases"], "git_commit": commit,
                 "machine": _machine(), "dice_mean": metrics["summary"]["dice_mean"]}
         (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
         print(f"[done] {r['name']} seed {r['seed']}: target Dice {info['dice_mean']:.2f}% "
@@ -184,10 +189,12 @@ def summarise(results: Path, suite: str) -> Dict:
             a, as_ = _mean_std([m["summary"]["per_class"][c]["assd"] for m in ms])
             entry["per_class"][c] = {"dice": d, "dice_std": ds, "assd": a, "assd_std": as_}
         entry["train_minutes"] = [round(i.get("train_seconds", 0) / 60, 1) for i in infos]
+        entry["git_commits"] = sorted({i["git_commit"] for i in infos if i.get("git_commit")})
         methods[name] = entry
     summary = {"suite": suite, "test_cases": SUITES[suite]["test_cases"],
                "direction": SUITES[suite]["direction"], "methods": methods,
-               "machine": _machine(), "git_commit": _git_commit()}
+               "machine": _machine(),
+               "git_commits": sorted({c for m in methods.values() for c in m["git_commits"]})}
     so, orc, mp = (methods.get(k, {}).get("dice_mean") for k in ("source-only", "oracle", "mpscl"))
     if None not in (so, orc, mp) and orc != so:
         summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
@@ -228,5 +235,6 @@ def _markdown(summary: Dict) -> str:
                   f"MPSCL does not close the source-only -> oracle gap: it widens it by {-g:.0f}% of the gap."]
     lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "
               "MPSCL warm-up checkpoint, so theirs exclude the shared warm-up."]
-    lines += ["", f"Machine: {summary['machine']}; commit {summary['git_commit']}."]
+    lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "
+              f"{', '.join(summary['git_commits']) or 'unknown'} (each run's `run.json` names its own)."]
     return "\n".join(lines) + "\n"

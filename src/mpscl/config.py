@@ -85,6 +85,9 @@ class MPSCLConfig:
     lambda_src: float = 1.0
     lambda_trg: float = 0.1
     variant: str = "paper"  # paper formula, or "authors" to reproduce their code
+    # LR decay of warm-up + MPSCL: "restart" (authors' code: each stage decays from optim.lr)
+    # or "continue" (one decay over both stages, as a single-stage run of the same budget)
+    schedule: str = "restart"
 
 
 @dataclass
@@ -124,6 +127,7 @@ _CHOICES = {
     "model.input_mode": ("caffe", "plain"),
     "model.discriminator": ("fc", "patchgan"),
     "mpscl.variant": ("paper", "authors"),
+    "mpscl.schedule": ("restart", "continue"),
     "train.amp": ("auto", "bf16", "off"),
 }
 # key -> (low, high, low inclusive, high inclusive)

@@ -85,3 +85,16 @@ def test_mismatched_inputs_are_refused(tiny_phantom, tmp_path):
     with pytest.raises(TrainingError, match="only mpscl has stages"):
         train(tiny_phantom["mr"], tiny_phantom["ct"], "advent", build_config("cpu", sets=TINY),
               tmp_path, stage="warmup", progress=False)
+
+
+@pytest.mark.parametrize("mode", ["restart", "continue"])
+def test_mpscl_lr_schedule_modes(tiny_phantom, tmp_path, mode):
+    cfg = build_config("cpu", sets=TINY + [f"mpscl.schedule={mode}"])
+    train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", cfg, tmp_path, progress=False)
+    lr = [r["lr"] for st in ("warmup", "mpscl") for r in _log(tmp_path / st / "log.jsonl")]
+    base, p = cfg.optim.lr, cfg.optim.power
+    if mode == "restart":  # 2 warm-up steps over 2, then 3 MPSCL steps over 3
+        want = [base * (1 - i / 2) ** p for i in range(2)] + [base * (1 - i / 3) ** p for i in range(3)]
+    else:  # one decay over 5 steps: the MPSCL stage starts where the warm-up stopped
+        want = [base * (1 - i / 5) ** p for i in range(5)]
+    assert lr == pytest.approx(want)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mpscl.adapt.sampling import batch_indices, sample_generator
-from mpscl.adapt.schedule import poly_factor, set_poly_lr
+from mpscl.adapt.schedule import poly_factor, set_poly_lr, stage_schedule
 
 
 def test_poly_factor_hand_values():
@@ -20,6 +20,23 @@ def test_set_poly_lr_keeps_head_ratio():
     assert f == pytest.approx(0.75 ** 0.9)
     assert opt.param_groups[0]["lr"] == pytest.approx(2.5e-4 * 0.75 ** 0.9)
     assert opt.param_groups[1]["lr"] / opt.param_groups[0]["lr"] == pytest.approx(10.0)
+
+
+def test_stage_schedule_restart_and_continue():
+    # restart (authors' code): each stage decays over its own length
+    assert stage_schedule("warmup", 600, 1200, "restart") == (0, 600)
+    assert stage_schedule("mpscl", 600, 1200, "restart") == (0, 1200)
+    # continue: one decay over 1800; the MPSCL stage's step 0 is global step 600
+    assert stage_schedule("warmup", 600, 1200, "continue") == (0, 1800)
+    assert stage_schedule("mpscl", 600, 1200, "continue") == (600, 1800)
+    off, tot = stage_schedule("mpscl", 600, 1200, "continue")
+    assert poly_factor(off, tot, 0.9) == pytest.approx((1 - 1 / 3) ** 0.9)  # 0.6943...
+    assert poly_factor(off + 1200, tot, 0.9) == 0.0
+    # single-stage methods are unaffected
+    for m in ("source-only", "advent", "oracle"):
+        assert stage_schedule(m, 600, 1800, "continue") == (0, 1800)
+    with pytest.raises(ValueError, match="restart or continue"):
+        stage_schedule("mpscl", 600, 1200, "cosine")
 
 
 def test_batches_are_a_function_of_seed_and_iteration():

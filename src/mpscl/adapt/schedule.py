@@ -22,3 +22,19 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, iteration: int, max_iters: int
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * f
     return f
+
+
+def stage_schedule(stage: str, warmup_iters: int, iters: int, mode: str):
+    """``(offset, total)`` of a stage's poly decay: its LR at local step i is poly(offset + i, total).
+
+    ``restart`` (the authors' code): the warm-up and the MPSCL stage each decay from the base
+    rate over their own length. ``continue``: warm-up and MPSCL share one decay over
+    ``warmup_iters + iters``, so every iteration has the LR a single-stage run of the same
+    total budget would have (MPSCL then differs from AdvEnt only by what it adds).
+    Single-stage methods always decay over their own length.
+    """
+    if mode not in ("restart", "continue"):
+        raise ValueError(f"unknown schedule mode {mode!r} (restart or continue)")
+    if mode == "continue" and stage in ("warmup", "mpscl"):
+        return (0 if stage == "warmup" else warmup_iters), warmup_iters + iters
+    return 0, (warmup_iters if stage == "warmup" else iters)

@@ -23,7 +23,7 @@ from . import steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
-from .schedule import set_poly_lr
+from .schedule import set_poly_lr, stage_schedule
 
 # stage name -> kind of iteration
 STAGES = {"source-only": "supervised", "oracle": "supervised", "advent": "advent",
@@ -104,6 +104,8 @@ class Trainer:
         self.num_classes = len(self.classes)
         self.axis = source.prepared.axis  # slice axis the model was trained on (predict uses it)
         self.iters = cfg.train.warmup_iters if stage == "warmup" else cfg.train.iters
+        self.lr_offset, self.lr_total = stage_schedule(stage, cfg.train.warmup_iters, cfg.train.iters,
+                                                       cfg.mpscl.schedule)
         self.use_amp = use_bf16(cfg.train.amp, device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.loss_weights = steps.loss_weights(cfg)
@@ -333,9 +335,10 @@ class Trainer:
         try:
             t0 = time.perf_counter()
             while self.iteration < self.iters:
-                lr = set_poly_lr(self.opt, self.iteration, self.iters, self.cfg.optim.power)
+                at = self.lr_offset + self.iteration
+                lr = set_poly_lr(self.opt, at, self.lr_total, self.cfg.optim.power)
                 if self.opt_d is not None:
-                    set_poly_lr(self.opt_d, self.iteration, self.iters, self.cfg.optim.power)
+                    set_poly_lr(self.opt_d, at, self.lr_total, self.cfg.optim.power)
                 terms = self.step()
                 self.iteration += 1
                 if self.iteration % self.cfg.train.log_every == 0 or self.iteration == self.iters:

@@ -41,3 +41,13 @@ def test_plan_gives_every_method_and_variant():
     assert len(runs) == 4 * 3 + len(VARIANTS)
     assert ("mpscl-no-margin", 1) in names and ("oracle", 3) in names
     assert all(r["method"] == "mpscl" for r in runs if r["name"] in VARIANTS)
+
+
+def test_seed_lists_from_the_command_line():
+    from mpscl.cli import _seed_list
+    from mpscl.config import ConfigError
+    assert _seed_list("1,2,3", "--seeds") == [1, 2, 3] == _seed_list("1-3", "--seeds")
+    assert _seed_list("", "--variant-seeds") == []  # none: e.g. only the ablations
+    for bad in ("a", "1,,2", "3-1"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            _seed_list(bad, "--seeds")

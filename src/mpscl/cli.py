@@ -99,11 +99,26 @@ def cmd_bench_speed(args) -> None:
     print(f"-> {write_result(res, args.out)}")
 
 
+def _seed_list(spec: str, flag: str):
+    """``"1,2,3"``, ``"1-3"`` or ``""`` (none) -> list of ints."""
+    from .config import ConfigError
+    from .data import DataError
+    from .data.dataset import parse_case_spec
+    if not spec.strip():
+        return []
+    try:
+        ids = parse_case_spec(spec)
+    except DataError:
+        ids = []
+    if not ids or not all(i.isdigit() for i in ids):
+        raise ConfigError(f"{flag} {spec!r}: seeds are integers, e.g. 1,2,3 or 1-3 ('' for none)")
+    return [int(i) for i in ids]
+
+
 def cmd_benchmark(args) -> None:
     from pathlib import Path
     from .benchmark import run_benchmark
-    seeds = [int(x) for x in args.seeds.split(",")]
-    vseeds = [int(x) for x in args.variant_seeds.split(",")] if args.variant_seeds else []
+    seeds, vseeds = _seed_list(args.seeds, "--seeds"), _seed_list(args.variant_seeds, "--variant-seeds")
     for suite in args.suite or ["mscmrseg19"]:
         results = Path(args.results) / suite.replace("-", "_")
         s = run_benchmark(suite, results, Path(args.work), seeds, vseeds, preset=args.preset,

@@ -51,3 +51,17 @@ def test_seed_lists_from_the_command_line():
     for bad in ("a", "1,,2", "3-1"):
         with pytest.raises(ConfigError, match="--seeds"):
             _seed_list(bad, "--seeds")
+
+
+def test_ct2mr_suite_uses_the_papers_ct2mr_settings_under_the_ablations():
+    from mpscl.benchmark import SUITES
+    from mpscl.config import build_config
+    st = [SUITES["phantom-ct2mr"]["settings"]]
+    cfg = build_config("cpu", st)
+    paper = build_config("paper-ct2mr")
+    assert (cfg.model.discriminator, cfg.mpscl.margin_src, cfg.mpscl.temp_src) == \
+        (paper.model.discriminator, paper.mpscl.margin_src, paper.mpscl.temp_src) == ("patchgan", 0.2, 2.0)
+    assert cfg.model.backbone == "resnet18"  # still the CPU preset otherwise
+    # the suite's margins must not undo the no-margin switch
+    nm = build_config("cpu", st, ablations=["no-margin"])
+    assert nm.mpscl.margin_src == 0.0 and nm.mpscl.margin_trg == 0.0

@@ -311,12 +311,16 @@ def parse_set(item: str) -> Tuple[str, Any]:
     return key.strip(), value
 
 
-def build_config(preset: str = "paper-mr2ct", files: Optional[List[str]] = None,
+def build_config(preset: str = "paper-mr2ct", files: Optional[List[Any]] = None,
                  sets: Optional[List[str]] = None, ablations: Optional[List[str]] = None) -> Config:
-    """Preset <- YAML files <- ablation switches <- ``KEY=VALUE`` overrides."""
+    """Preset <- YAML files (or ``{section: {key: value}}`` mappings) <- ablation switches
+    <- ``KEY=VALUE`` overrides."""
     cfg = load_preset(preset)
     for f in files or []:
-        apply_mapping(cfg, load_yaml(f), str(f))
+        if isinstance(f, dict):
+            apply_mapping(cfg, f, "settings")
+        else:
+            apply_mapping(cfg, load_yaml(f), str(f))
     for a in ablations or []:
         if a not in ABLATIONS:
             raise ConfigError(f"unknown ablation {a!r} (available: {', '.join(ABLATIONS)})")

@@ -169,7 +169,8 @@ def _mean_std(v: List[float]):
     v = [x for x in v if x is not None and np.isfinite(x)]
     if not v:
         return None, None
-    return float(np.mean(v)), (float(np.std(v)) if len(v) > 1 else None)  # no spread from one seed
+    # sample std (n - 1): the spread a new seed would show; none from one seed
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
 
 
 def summarise(results: Path, suite: str) -> Dict:
@@ -225,7 +226,8 @@ def _markdown(summary: Dict) -> str:
         return "# no finished runs yet\n"
     classes = list(next(iter(methods.values()))["per_class"])
     lines = [f"# {summary['suite']}: {summary['direction']}, scored on target cases {summary['test_cases']}", "",
-             "3D Dice (%) and ASSD (voxels), mean (std) over seeds (no std with one seed); per seed, the mean over test volumes.", "",
+             "3D Dice (%) and ASSD (voxels), mean (sample std, n - 1) over seeds (no std with one seed); "
+             "per seed, the mean over test volumes.", "",
              "| method | runs | " + " | ".join(f"Dice {c}" for c in classes) + " | Dice mean | "
              + " | ".join(f"ASSD {c}" for c in classes) + " | ASSD mean | train min |",
              "|---" * (2 * len(classes) + 5) + "|"]

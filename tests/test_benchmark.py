@@ -65,3 +65,25 @@ def test_ct2mr_suite_uses_the_papers_ct2mr_settings_under_the_ablations():
     # the suite's margins must not undo the no-margin switch
     nm = build_config("cpu", st, ablations=["no-margin"])
     assert nm.mpscl.margin_src == 0.0 and nm.mpscl.margin_trg == 0.0
+
+
+def _cases(path, per_case):
+    path.mkdir(parents=True)
+    cases = [{"case": str(i + 1), "dice": {"MYO": d, "LV": d}, "assd": {}} for i, d in enumerate(per_case)]
+    (path / "metrics.json").write_text(json.dumps({"cases": cases, "summary": {}}))
+
+
+def test_paired_case_comparison_hand_values(tmp_path):
+    from mpscl.benchmark import paired_cases
+    _cases(tmp_path / "mpscl" / "seed1", [60, 70, 80, 50, 40])
+    _cases(tmp_path / "mpscl" / "seed2", [62, 72, 82, 52, 42])
+    _cases(tmp_path / "advent" / "seed1", [59, 68, 77, 46, 35])
+    _cases(tmp_path / "advent" / "seed2", [61, 70, 79, 48, 37])
+    _cases(tmp_path / "advent" / "seed3", [0, 0, 0, 0, 0])  # mpscl has no seed 3: left out
+    c = paired_cases(tmp_path, "mpscl", "advent")
+    assert c["seeds"] == [1, 2] and c["cases"] == 5
+    assert c["mean_diff"] == pytest.approx((1 + 2 + 3 + 4 + 5) / 5)
+    assert c["cases_better"] == 5
+    # all five differences positive: exact two-sided signed-rank p = 2 / 2**5
+    assert c["wilcoxon_p"] == pytest.approx(0.0625)
+    assert paired_cases(tmp_path, "mpscl", "oracle") is None

@@ -173,6 +173,37 @@ def _mean_std(v: List[float]):
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
 
 
+def _case_dice(results: Path, name: str) -> Dict[int, Dict[str, float]]:
+    """seed -> case -> mean Dice over classes, from each run's metrics.json."""
+    out = {}
+    for p in sorted((results / name).glob("seed*/metrics.json")):
+        cases = json.loads(p.read_text())["cases"]
+        out[int(p.parent.name[4:])] = {c["case"]: float(np.mean(list(c["dice"].values()))) for c in cases}
+    return out
+
+
+def paired_cases(results: Path, a: str, b: str) -> Optional[Dict]:
+    """Per-case comparison of two methods over the seeds both have.
+
+    Each test case's Dice is averaged over those seeds, then the two methods are compared
+    case by case: mean difference, how many cases improve, and the two-sided Wilcoxon
+    signed-rank p-value. With seeds of one configuration this measures the test-case
+    spread, not the seed spread, so it is read beside the std over seeds.
+    """
+    from scipy.stats import wilcoxon
+    da, db = _case_dice(results, a), _case_dice(results, b)
+    seeds = sorted(set(da) & set(db))
+    if not seeds:
+        return None
+    cases = sorted(set.intersection(*(set(da[s]) & set(db[s]) for s in seeds)), key=str)
+    if len(cases) < 2:
+        return None
+    diff = np.array([np.mean([da[s][c] - db[s][c] for s in seeds]) for c in cases])
+    p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+    return {"seeds": seeds, "cases": len(cases), "mean_diff": float(diff.mean()),
+            "cases_better": int((diff > 0).sum()), "wilcoxon_p": p}
+
+
 def summarise(results: Path, suite: str) -> Dict:
     """summary.json / summary.md / dice_per_method.png from every run's metrics.json."""
     from .evaluate import figures
@@ -202,6 +233,8 @@ def summarise(results: Path, suite: str) -> Dict:
                "direction": SUITES[suite]["direction"], "methods": methods,
                "machine": _machine(),
                "git_commits": sorted({c for m in methods.values() for c in m["git_commits"]})}
+    summary["paired"] = {f"mpscl vs {b}": c for b in ("source-only", "advent")
+                         if (c := paired_cases(results, "mpscl", b)) is not None}
     so, orc, mp = (methods.get(k, {}).get("dice_mean") for k in ("source-only", "oracle", "mpscl"))
     if None not in (so, orc, mp) and orc != so:
         summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
@@ -241,6 +274,10 @@ def _markdown(summary: Dict) -> str:
         g = 100 * summary["mpscl_gap_closed"]
         lines += ["", f"MPSCL closes {g:.0f}% of the source-only -> oracle gap." if g >= 0 else
                   f"MPSCL does not close the source-only -> oracle gap: it widens it by {-g:.0f}% of the gap."]
+    for name, c in summary.get("paired", {}).items():
+        lines.append(f"{name}, case by case (Dice averaged over seeds {', '.join(map(str, c['seeds']))}): "
+                     f"{c['mean_diff']:+.1f} points on average, better on {c['cases_better']} of "
+                     f"{c['cases']} cases, Wilcoxon signed-rank p = {c['wilcoxon_p']:.2g}.")
     lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "
               "MPSCL warm-up checkpoint, so theirs exclude the shared warm-up."]
     lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "

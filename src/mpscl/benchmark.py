@@ -274,8 +274,10 @@ def _markdown(summary: Dict) -> str:
         g = 100 * summary["mpscl_gap_closed"]
         lines += ["", f"MPSCL closes {g:.0f}% of the source-only -> oracle gap." if g >= 0 else
                   f"MPSCL does not close the source-only -> oracle gap: it widens it by {-g:.0f}% of the gap."]
+    if summary.get("paired"):
+        lines.append("")
     for name, c in summary.get("paired", {}).items():
-        lines.append(f"{name}, case by case (Dice averaged over seeds {', '.join(map(str, c['seeds']))}): "
+        lines.append(f"- {name}, case by case (Dice averaged over seeds {', '.join(map(str, c['seeds']))}): "
                      f"{c['mean_diff']:+.1f} points on average, better on {c['cases_better']} of "
                      f"{c['cases']} cases, Wilcoxon signed-rank p = {c['wilcoxon_p']:.2g}.")
     lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "

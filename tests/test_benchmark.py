@@ -25,10 +25,12 @@ def test_summary_over_seeds(tmp_path):
     assert so["runs"] == 2 and so["dice_mean"] == pytest.approx(55.0) and so["dice_std"] == pytest.approx(50 ** 0.5)  # sample std of 50, 60
     assert so["per_class"]["MYO"]["dice"] == pytest.approx(45.0)
     assert s["methods"]["oracle"]["dice_std"] is None  # one seed: no spread
-    assert s["mpscl_gap_closed"] == pytest.approx((70 - 55) / (85 - 55))
+    # only seed 1 has all three: source-only's seed 2 must not enter the gap
+    assert s["mpscl_gap_closed"] == pytest.approx((70 - 50) / (85 - 50))
+    assert s["mpscl_gap_closed_seeds"] == [1]
     assert json.loads((tmp_path / "summary.json").read_text())["methods"].keys() == s["methods"].keys()
     md = (tmp_path / "summary.md").read_text()
-    assert "| source-only | 2 |" in md and "**55.0 (7.1)**" in md and "50%" in md
+    assert "| source-only | 2 |" in md and "**55.0 (7.1)**" in md and "57% of the source-only -> oracle gap (seeds 1)" in md
     assert (tmp_path / "dice_per_method.png").stat().st_size > 5000
     # the code each run used, not HEAD at summary time
     assert so["git_commits"] == ["abc1234", "def5678"] and s["git_commits"] == ["abc1234", "def5678"]

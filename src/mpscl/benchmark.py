@@ -124,8 +124,8 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r} (choose from {', '.join(SUITES)})")
     sets = list(sets or [])
-    suite_files = [SUITES[suite]["settings"]] if "settings" in SUITES[suite] else []
-    base = build_config(preset, suite_files, sets=sets)
+    suite_layers = [SUITES[suite]["settings"]] if "settings" in SUITES[suite] else []
+    base = build_config(preset, suite_layers, sets=sets)
     total = base.train.iters + base.train.warmup_iters
     dirs = prepare_suite(suite, work, base.data.size, data_root)
     results.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
         run_sets = sets + [f"train.seed={r['seed']}"]
         if r["method"] != "mpscl":
             run_sets.append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
-        cfg = build_config(preset, suite_files, sets=run_sets, ablations=r["ablations"])
+        cfg = build_config(preset, suite_layers, sets=run_sets, ablations=r["ablations"])
         run_dir = work / "runs" / suite / r["name"] / f"seed{r['seed']}"
         init = None
         if r["name"] != r["method"]:  # MPSCL variants share the seed's warm-up

@@ -10,6 +10,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from .config import ABLATIONS  # light: dataclasses and yaml only
 
 
 def _config_args(p: argparse.ArgumentParser, preset_default: str = "paper-mr2ct") -> None:
@@ -20,8 +21,7 @@ def _config_args(p: argparse.ArgumentParser, preset_default: str = "paper-mr2ct"
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override one value, e.g. --set mpscl.margin_src=0.3 (repeatable)")
     p.add_argument("--ablation", action="append", default=[],
-                   choices=["no-margin", "no-target-contrastive", "no-source-contrastive", "no-selection",
-                            "no-adversarial", "authors-contrastive"], help="the paper's ablations as switches")
+                   choices=list(ABLATIONS), help="the paper's ablations as switches")
     p.add_argument("--iters", type=int, help="iterations of every stage (smoke runs)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")

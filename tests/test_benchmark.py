@@ -37,6 +37,18 @@ def test_summary_over_seeds(tmp_path):
     assert "commit abc1234, def5678" in md
 
 
+
+@pytest.mark.parametrize("mpscl, words", [(50.1, "closes none of the source-only -> oracle gap (seeds 1) (+0.3% of the gap)"),
+                                          (45.0, "widens it by 14% of the gap"),
+                                          (60.0, "closes 29% of the source-only")])
+def test_summary_states_the_gap_in_words(tmp_path, mpscl, words):
+    # source-only 50, oracle 85: the gap is 35 points
+    _metrics(tmp_path / "source-only" / "seed1", {"MYO": 50.0})
+    _metrics(tmp_path / "oracle" / "seed1", {"MYO": 85.0})
+    _metrics(tmp_path / "mpscl" / "seed1", {"MYO": mpscl})
+    summarise(tmp_path, "mscmrseg19")
+    assert words in (tmp_path / "summary.md").read_text()
+
 def test_plan_gives_every_method_and_variant():
     runs = plan([1, 2, 3], [1])
     names = [(r["name"], r["seed"]) for r in runs]

@@ -281,8 +281,13 @@ def _markdown(summary: Dict) -> str:
     if "mpscl_gap_closed" in summary:
         g = 100 * summary["mpscl_gap_closed"]
         on = f" (seeds {', '.join(map(str, summary['mpscl_gap_closed_seeds']))})"
-        lines += ["", f"MPSCL closes {g:.0f}% of the source-only -> oracle gap{on}." if g >= 0 else
-                  f"MPSCL does not close the source-only -> oracle gap{on}: it widens it by {-g:.0f}% of the gap."]
+        if round(g) > 0:
+            gap = f"MPSCL closes {g:.0f}% of the source-only -> oracle gap{on}."
+        elif round(g) < 0:
+            gap = f"MPSCL does not close the source-only -> oracle gap{on}: it widens it by {-g:.0f}% of the gap."
+        else:  # "widens it by 0%" read as a loss; say what it is
+            gap = f"MPSCL closes none of the source-only -> oracle gap{on} ({g:+.1f}% of the gap)."
+        lines += ["", gap]
     if summary.get("paired"):
         lines.append("")
     for name, c in summary.get("paired", {}).items():

@@ -49,6 +49,17 @@ def test_summary_states_the_gap_in_words(tmp_path, mpscl, words):
     summarise(tmp_path, "mscmrseg19")
     assert words in (tmp_path / "summary.md").read_text()
 
+
+def test_summary_figure_gets_the_mean_over_seeds(tmp_path, monkeypatch):
+    from mpscl.evaluate import figures
+    seen = {}
+    monkeypatch.setattr(figures, "dice_bars", lambda runs, path, title: seen.update(runs))
+    _metrics(tmp_path / "source-only" / "seed1", {"MYO": 40.0, "LV": 60.0})
+    _metrics(tmp_path / "source-only" / "seed2", {"MYO": 50.0, "LV": 70.0})
+    summarise(tmp_path, "mscmrseg19")
+    assert seen["source-only"]["dice_mean"] == pytest.approx(55.0)
+    assert seen["source-only"]["dice_std"] == pytest.approx(50 ** 0.5)
+
 def test_plan_gives_every_method_and_variant():
     runs = plan([1, 2, 3], [1])
     names = [(r["name"], r["seed"]) for r in runs]

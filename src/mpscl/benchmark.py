@@ -249,9 +249,11 @@ def summarise(results: Path, suite: str) -> Dict:
     atomic_write_text(results / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(results / "summary.md", _markdown(summary))
     if methods:
-        figures.dice_bars({k: {"per_class": {c: {"dice": v["dice"], "dice_std": v["dice_std"]}
+        figures.dice_bars({k: {"dice_mean": m["dice_mean"], "dice_std": m["dice_std"],
+                               "per_class": {c: {"dice": v["dice"], "dice_std": v["dice_std"]}
                                              for c, v in m["per_class"].items()}}
-                           for k, m in methods.items()}, results / "dice_per_method.png")
+                           for k, m in methods.items()}, results / "dice_per_method.png",
+                          title=f"{suite}: target 3D Dice per structure (mean, std over seeds)")
     return summary
 
 

@@ -40,6 +40,32 @@ def test_dice_bars_from_summaries_dicts_and_files(tmp_path):
         dice_bars({"bad": {"x": 1}}, tmp_path / "bad.png")
 
 
+def _bar_heights(monkeypatch, runs, tmp_path):
+    """Heights of the bars dice_bars draws, as {run: [per class..., mean]}."""
+    from mpscl.evaluate import figures
+    drawn = {}
+    real_save = figures._save
+
+    def save(fig, path):
+        ax = fig.axes[0]
+        for cont in ax.containers:
+            if hasattr(cont, "patches"):
+                drawn[cont.get_label()] = [round(p.get_height(), 6) for p in cont.patches]
+        return real_save(fig, path)
+    monkeypatch.setattr(figures, "_save", save)
+    dice_bars(runs, tmp_path / "bars.png")
+    return drawn
+
+
+def test_dice_bars_mean_group_is_drawn(monkeypatch, tmp_path):
+    # with a dice_mean it is used as is (it averages cases, not classes); without one, the class mean
+    with_mean = _summary(0)
+    no_mean = {"per_class": {"MYO": {"dice": 40.0, "dice_std": 1.0}, "LV": {"dice": 60.0, "dice_std": None}}}
+    h = _bar_heights(monkeypatch, {"a": with_mean, "b": no_mean}, tmp_path)
+    assert h["a"][-1] == 71.0 and h["b"][-1] == 50.0
+    assert h["b"][:2] == [40.0, 60.0]
+
+
 def test_training_curves_from_jsonl(tmp_path):
     log = tmp_path / "log.jsonl"
     lines = []

@@ -115,7 +115,9 @@ def _num(v) -> float:
 
 def dice_bars(runs: Mapping[str, Union[PathLike, Mapping[str, Any]]], path: PathLike,
               title: str = "Dice per structure") -> Path:
-    """Grouped bars: per-class Dice (%) of each run, std as error bars, plus the class mean."""
+    """Grouped bars: per-class Dice (%) of each run, std as error bars, plus the mean Dice
+    (``dice_mean`` with ``dice_std`` as its error bar when the summary has them, else the mean
+    over classes)."""
     if not runs:
         raise ValueError("dice_bars: no runs")
     summaries = {name: _summary_of(r) for name, r in runs.items()}
@@ -132,8 +134,10 @@ def dice_bars(runs: Mapping[str, Union[PathLike, Mapping[str, Any]]], path: Path
         pc = s["per_class"]
         means = [_num(pc.get(c, {}).get("dice")) for c in classes]
         stds = [_num(pc.get(c, {}).get("dice_std")) for c in classes]
-        means.append(_num(s.get("dice_mean")))
-        stds.append(float("nan"))
+        # the summary's own mean (over cases, or seeds) where it has one; else the class mean
+        mean = s.get("dice_mean")
+        means.append(_num(mean) if mean is not None else float(np.nanmean(means)))
+        stds.append(_num(s.get("dice_std")))
         stds = [0.0 if math.isnan(v) else v for v in stds]
         ax.bar(x + (i - (n - 1) / 2) * width, np.nan_to_num(means), width, yerr=stds,
                capsize=2, label=name, color=col, edgecolor="black", linewidth=0.4)

@@ -60,6 +60,20 @@ def test_summary_figure_gets_the_mean_over_seeds(tmp_path, monkeypatch):
     assert seen["source-only"]["dice_mean"] == pytest.approx(55.0)
     assert seen["source-only"]["dice_std"] == pytest.approx(50 ** 0.5)
 
+
+def test_variants_are_compared_with_mpscl_seed_by_seed(tmp_path):
+    _metrics(tmp_path / "mpscl" / "seed1", {"MYO": 60.0})
+    _metrics(tmp_path / "mpscl" / "seed2", {"MYO": 70.0})
+    _metrics(tmp_path / "mpscl" / "seed3", {"MYO": 65.0})
+    _metrics(tmp_path / "mpscl-no-margin" / "seed1", {"MYO": 58.0})
+    _metrics(tmp_path / "mpscl-no-margin" / "seed2", {"MYO": 73.0})
+    s = summarise(tmp_path, "mscmrseg19")
+    c = s["variants_vs_mpscl"]["mpscl-no-margin"]
+    # only the seeds both have; mpscl's seed 3 has no partner
+    assert c["seeds"] == [1, 2] and c["diff_per_seed"] == pytest.approx([-2.0, 3.0])
+    assert c["mean_diff"] == pytest.approx(0.5)
+    assert "- mpscl-no-margin: +0.5 (seeds 1, 2: -2.0, +3.0)" in (tmp_path / "summary.md").read_text()
+
 def test_plan_gives_every_method_and_variant():
     runs = plan([1, 2, 3], [1])
     names = [(r["name"], r["seed"]) for r in runs]

@@ -204,6 +204,16 @@ def paired_cases(results: Path, a: str, b: str) -> Optional[Dict]:
             "cases_better": int((diff > 0).sum()), "wilcoxon_p": p}
 
 
+def _paired_seeds(a: Dict, b: Dict) -> Optional[Dict]:
+    """Mean Dice of ``a`` minus ``b``, seed by seed, over the seeds both have."""
+    da, db = dict(zip(a["seeds"], a["dice_per_seed"])), dict(zip(b["seeds"], b["dice_per_seed"]))
+    seeds = sorted(set(da) & set(db))
+    if not seeds:
+        return None
+    diff = [da[s] - db[s] for s in seeds]
+    return {"seeds": seeds, "diff_per_seed": diff, "mean_diff": float(np.mean(diff))}
+
+
 def summarise(results: Path, suite: str) -> Dict:
     """summary.json / summary.md / dice_per_method.png from every run's metrics.json."""
     from .evaluate import figures
@@ -236,6 +246,9 @@ def summarise(results: Path, suite: str) -> Dict:
                "git_commits": sorted({c for m in methods.values() for c in m["git_commits"]})}
     summary["paired"] = {f"mpscl vs {b}": c for b in ("source-only", "advent")
                          if (c := paired_cases(results, "mpscl", b)) is not None}
+    # each variant starts from its seed's MPSCL warm-up, so variant - MPSCL is paired by seed
+    summary["variants_vs_mpscl"] = {v: c for v in VARIANTS if v in methods and "mpscl" in methods
+                                    and (c := _paired_seeds(methods[v], methods["mpscl"])) is not None}
     # the gap closed, over the seeds all three have (an unfinished seed must not tilt it)
     per_seed = {k: {s: d for s, d in zip(methods[k]["seeds"], methods[k]["dice_per_seed"])}
                 for k in ("source-only", "oracle", "mpscl") if k in methods}
@@ -296,6 +309,11 @@ def _markdown(summary: Dict) -> str:
         lines.append(f"- {name}, case by case (Dice averaged over seeds {', '.join(map(str, c['seeds']))}): "
                      f"{c['mean_diff']:+.1f} points on average, better on {c['cases_better']} of "
                      f"{c['cases']} cases, Wilcoxon signed-rank p = {c['wilcoxon_p']:.2g}.")
+    if summary.get("variants_vs_mpscl"):
+        lines += ["", "Each variant minus MPSCL, mean Dice, seed by seed (both start from that seed's warm-up):", ""]
+    for name, c in summary.get("variants_vs_mpscl", {}).items():
+        per = ", ".join(f"{d:+.1f}" for d in c["diff_per_seed"])
+        lines.append(f"- {name}: {c['mean_diff']:+.1f} (seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))}: {per})")
     lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "
               "MPSCL warm-up checkpoint, so theirs exclude the shared warm-up."]
     lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "

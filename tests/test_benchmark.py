@@ -73,6 +73,8 @@ def test_variants_are_compared_with_mpscl_seed_by_seed(tmp_path):
     assert c["seeds"] == [1, 2] and c["diff_per_seed"] == pytest.approx([-2.0, 3.0])
     assert c["mean_diff"] == pytest.approx(0.5)
     assert "- mpscl-no-margin: +0.5 (seeds 1, 2: -2.0, +3.0)" in (tmp_path / "summary.md").read_text()
+    from mpscl.benchmark import _signed
+    assert [_signed(d) for d in (-0.04, 0.04, -0.06, 1.25)] == ["0.0", "0.0", "-0.1", "+1.2"]
 
 def test_plan_gives_every_method_and_variant():
     runs = plan([1, 2, 3], [1])

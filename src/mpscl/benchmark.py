@@ -270,6 +270,12 @@ def summarise(results: Path, suite: str) -> Dict:
     return summary
 
 
+def _signed(d: float) -> str:
+    """+1.2 / -0.3 / 0.0 (not "-0.0" for a tiny negative difference)."""
+    t = f"{d:+.1f}"
+    return "0.0" if t in ("+0.0", "-0.0") else t
+
+
 def _fmt(m, s, digits=1):
     if m is None:
         return "n/a"
@@ -312,8 +318,8 @@ def _markdown(summary: Dict) -> str:
     if summary.get("variants_vs_mpscl"):
         lines += ["", "Each variant minus MPSCL, mean Dice, seed by seed (both start from that seed's warm-up):", ""]
     for name, c in summary.get("variants_vs_mpscl", {}).items():
-        per = ", ".join(f"{d:+.1f}" for d in c["diff_per_seed"])
-        lines.append(f"- {name}: {c['mean_diff']:+.1f} (seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))}: {per})")
+        per = ", ".join(_signed(d) for d in c["diff_per_seed"])
+        lines.append(f"- {name}: {_signed(c['mean_diff'])} (seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))}: {per})")
     lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "
               "MPSCL warm-up checkpoint, so theirs exclude the shared warm-up."]
     lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "

@@ -147,7 +147,7 @@ def dice_bars(runs: Mapping[str, Union[PathLike, Mapping[str, Any]]], path: Path
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     return _save(fig, path)
 
 

@@ -37,7 +37,6 @@ def test_summary_over_seeds(tmp_path):
     assert "commit abc1234, def5678" in md
 
 
-
 @pytest.mark.parametrize("mpscl, words", [(50.1, "closes none of the source-only -> oracle gap (seeds 1) (+0.3% of the gap)"),
                                           (45.0, "widens it by 14% of the gap"),
                                           (60.0, "closes 29% of the source-only")])
@@ -75,6 +74,7 @@ def test_variants_are_compared_with_mpscl_seed_by_seed(tmp_path):
     assert "- mpscl-no-margin: +0.5 (seeds 1, 2: -2.0, +3.0)" in (tmp_path / "summary.md").read_text()
     from mpscl.benchmark import _signed
     assert [_signed(d) for d in (-0.04, 0.04, -0.06, 1.25)] == ["0.0", "0.0", "-0.1", "+1.2"]
+
 
 def test_plan_gives_every_method_and_variant():
     runs = plan([1, 2, 3], [1])

@@ -204,9 +204,14 @@ def paired_cases(results: Path, a: str, b: str) -> Optional[Dict]:
             "cases_better": int((diff > 0).sum()), "wilcoxon_p": p}
 
 
+def _by_seed(method: Dict) -> Dict[int, float]:
+    """seed -> mean Dice of one summarised method."""
+    return dict(zip(method["seeds"], method["dice_per_seed"]))
+
+
 def _paired_seeds(a: Dict, b: Dict) -> Optional[Dict]:
     """Mean Dice of ``a`` minus ``b``, seed by seed, over the seeds both have."""
-    da, db = dict(zip(a["seeds"], a["dice_per_seed"])), dict(zip(b["seeds"], b["dice_per_seed"]))
+    da, db = _by_seed(a), _by_seed(b)
     seeds = sorted(set(da) & set(db))
     if not seeds:
         return None
@@ -250,15 +255,15 @@ def summarise(results: Path, suite: str) -> Dict:
     summary["variants_vs_mpscl"] = {v: c for v in VARIANTS if v in methods and "mpscl" in methods
                                     and (c := _paired_seeds(methods[v], methods["mpscl"])) is not None}
     # the gap closed, over the seeds all three have (an unfinished seed must not tilt it)
-    per_seed = {k: {s: d for s, d in zip(methods[k]["seeds"], methods[k]["dice_per_seed"])}
-                for k in ("source-only", "oracle", "mpscl") if k in methods}
-    if len(per_seed) == 3:
-        common = sorted(set.intersection(*(set(v) for v in per_seed.values())))
-        so, orc, mp = (float(np.mean([per_seed[k][s] for s in common])) if common else None
-                       for k in ("source-only", "oracle", "mpscl"))
-        if common and orc != so:
-            summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
-            summary["mpscl_gap_closed_seeds"] = common
+    gap_methods = ("source-only", "oracle", "mpscl")
+    if all(k in methods for k in gap_methods):
+        by_seed = [_by_seed(methods[k]) for k in gap_methods]
+        common = sorted(set.intersection(*map(set, by_seed)))
+        if common:
+            so, orc, mp = (float(np.mean([d[s] for s in common])) for d in by_seed)
+            if orc != so:
+                summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
+                summary["mpscl_gap_closed_seeds"] = common
     atomic_write_text(results / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(results / "summary.md", _markdown(summary))
     if methods:

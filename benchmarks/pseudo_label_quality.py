@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mpscl.adapt.checkpoint import load_checkpoint, load_model
+from mpscl.checkpoint import load_checkpoint, load_model
 from mpscl.adapt.prototypes import downsample_labels, pseudo_label
 from mpscl.data import PreparedDataset
 

@@ -95,9 +95,9 @@ def test_seed_lists_from_the_command_line():
 
 
 def test_ct2mr_suite_uses_the_papers_ct2mr_settings_under_the_ablations():
-    from mpscl.benchmark import SUITES
+    from mpscl.benchmark import suite_settings
     from mpscl.config import build_config
-    st = [SUITES["phantom-ct2mr"]["settings"]]
+    st = [suite_settings("phantom-ct2mr")]
     cfg = build_config("cpu", st)
     paper = build_config("paper-ct2mr")
     assert (cfg.model.discriminator, cfg.mpscl.margin_src, cfg.mpscl.temp_src) == \

@@ -31,7 +31,7 @@ _API = {
     "Config": "mpscl.config",
     "build_config": "mpscl.config",
     "train": "mpscl.adapt.pipeline",
-    "load_model": "mpscl.adapt.checkpoint",
+    "load_model": "mpscl.checkpoint",
     "build_segmenter": "mpscl.models",
     "build_discriminator": "mpscl.models",
     "prepare_dataset": "mpscl.data",

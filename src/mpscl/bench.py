@@ -11,7 +11,8 @@ from the same configuration and measured in the same process, alternating:
 - ``bf16``: bfloat16 autocast forced (``train.amp=bf16``), channels_last as configured.
 
 The measured code is the production code: a :class:`~mpscl.adapt.trainer.Trainer` of the
-``mpscl`` stage running :meth:`~mpscl.adapt.trainer.Trainer.step` (forward of both
+``mpscl`` stage running :meth:`~mpscl.adapt.trainer.Trainer.train_iteration`, as ``fit``
+does (forward of both
 domains, segmentation, adversarial and MPCL losses, prototype EMA, backward, both
 optimiser steps, discriminator update). Only the data differ: an in-memory synthetic
 dataset (:class:`SyntheticSlices`, no augmentation) stands in for a prepared one, random
@@ -31,7 +32,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -143,14 +143,8 @@ def _calibrate_frozen_bn(t) -> None:
 
 
 def _iterate(t, n: int) -> None:
-    from .adapt.schedule import set_poly_lr
     for _ in range(n):
-        it = t.iteration % max(1, t.iters)
-        set_poly_lr(t.opt, it, t.iters, t.cfg.optim.power)
-        if t.opt_d is not None:
-            set_poly_lr(t.opt_d, it, t.iters, t.cfg.optim.power)
-        t.step()
-        t.iteration += 1
+        t.train_iteration()  # past the stage's budget the schedule holds the LR at 0: same cost
     if t.device.type == "cuda":
         torch.cuda.synchronize(t.device)
 
@@ -167,17 +161,16 @@ def _state_bytes(t) -> int:
                 seen.add(key)
                 total += x.untyped_storage().nbytes()
 
-    for m in t._modules():
+    for m in t.modules().values():
         for p in m.parameters():
             add(p)
             add(p.grad)
         for b in m.buffers():
             add(b)
-    for opt in (t.opt, t.opt_d):
-        if opt is not None:
-            for st in opt.state.values():
-                for v in st.values():
-                    add(v)
+    for opt in t.live_optimisers().values():
+        for st in opt.state.values():
+            for v in st.values():
+                add(v)
     add(t.prototypes)
     return total
 
@@ -225,35 +218,6 @@ def _vm_hwm_mb() -> Optional[float]:
     return None
 
 
-def machine_info(device: torch.device) -> Dict:
-    from .adapt.trainer import native_bf16
-    info: Dict = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
-                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "python": platform.python_version(), "device": str(device),
-                  "native_bf16": native_bf16(device)}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        flags = next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), [])
-        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-                             if f in flags]
-    except OSError:
-        pass
-    try:
-        info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)  # other work on the machine
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    else:
-        info["device_name"] = info["cpu"]
-    return info
-
-
 def bench_speed(cfg: Config, preset: str, *, iters: int = 10, rounds: int = 3, warmup: int = 2,
                 modes: Sequence[str] = MODES, log: Callable[[str], None] = print) -> Dict:
     """Run the benchmark; return the result dict (what ``bench-speed`` writes as JSON).
@@ -264,7 +228,7 @@ def bench_speed(cfg: Config, preset: str, *, iters: int = 10, rounds: int = 3, w
     every round runs ``iters`` timed iterations of each mode in turn (fp32, default, bf16,
     fp32, ...). ``it_per_s`` is the median over rounds.
     """
-    from .adapt.trainer import resolve_device, use_bf16
+    from .runtime import machine_info, resolve_device, use_bf16
     if iters < 1 or rounds < 1 or warmup < 1:
         raise ValueError("iters, rounds and warmup must be >= 1")
     modes = list(modes)

@@ -19,8 +19,6 @@ from its last checkpoint, so the benchmark can be completed over several session
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -28,11 +26,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .config import build_config
+from . import methods
+from .config import build_config, preset_layer
 
 SHARED = Path("../shared/data")  # relative to the repository root, where the benchmark is run
 
-MAIN_METHODS = ("source-only", "advent", "mpscl", "oracle")
+VARIANT_OF = "mpscl"  # the method the variants below modify
 VARIANTS = {  # name -> ablation switches; all start from the seed's warm-up checkpoint
     "mpscl-no-margin": ["no-margin"],
     "mpscl-no-target-contrastive": ["no-target-contrastive"],
@@ -46,25 +45,26 @@ SUITES = {
     "mscmrseg19": {"test_cases": "6-45", "direction": "C0 -> LGE"},
     "phantom-mr2ct": {"test_cases": "4-12", "direction": "MR -> CT", "source": "mr", "target": "ct"},
     "phantom-ct2mr": {"test_cases": "4-12", "direction": "CT -> MR", "source": "ct", "target": "mr",
-                      # the paper's CT -> MR settings (presets/paper-ct2mr.yaml), for every method;
-                      # applied before the ablation switches, so e.g. no-margin still zeroes the margins
-                      "settings": {"model": {"discriminator": "patchgan"},
-                                   "mpscl": {"margin_src": 0.2, "temp_src": 2.0}}},
+                      # the paper's CT -> MR settings, for every method: what presets/paper-ct2mr.yaml
+                      # sets over its base, applied on --preset and before the ablation switches
+                      # (so e.g. no-margin still zeroes the margins)
+                      "settings_from": "paper-ct2mr"},
 }
 
 
+def suite_settings(suite: str) -> Optional[Dict]:
+    """The settings a suite applies over the preset (a preset's own keys), or None."""
+    name = SUITES[suite].get("settings_from")
+    return preset_layer(name) if name else None
+
+
+def main_methods() -> List[str]:
+    return methods.benchmark_methods()
+
+
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
+    from .runtime import machine_line
+    return machine_line()
 
 
 def _git_commit() -> Optional[str]:
@@ -109,8 +109,8 @@ def prepare_suite(suite: str, work: Path, size: int, data_root: Path = SHARED) -
 
 
 def plan(seeds: List[int], variant_seeds: List[int]) -> List[Dict]:
-    runs = [{"name": m, "method": m, "seed": s, "ablations": []} for s in seeds for m in MAIN_METHODS]
-    runs += [{"name": v, "method": "mpscl", "seed": s, "ablations": a}
+    runs = [{"name": m, "method": m, "seed": s, "ablations": []} for s in seeds for m in main_methods()]
+    runs += [{"name": v, "method": VARIANT_OF, "seed": s, "ablations": a}
              for s in variant_seeds for v, a in VARIANTS.items()]
     return runs
 
@@ -124,9 +124,10 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r} (choose from {', '.join(SUITES)})")
     sets = list(sets or [])
-    suite_layers = [SUITES[suite]["settings"]] if "settings" in SUITES[suite] else []
+    settings = suite_settings(suite)
+    suite_layers = [settings] if settings else []
     base = build_config(preset, suite_layers, sets=sets)
-    total = base.train.iters + base.train.warmup_iters
+    total = base.train.iters + base.train.warmup_iters  # every method's budget
     dirs = prepare_suite(suite, work, base.data.size, data_root)
     results.mkdir(parents=True, exist_ok=True)
     commit = _git_commit()  # the code this process loaded, not HEAD when each run ends
@@ -138,13 +139,14 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
             print(f"[skip] {r['name']} seed {r['seed']}: {res_dir / 'metrics.json'} exists")
             continue
         run_sets = sets + [f"train.seed={r['seed']}"]
-        if r["method"] != "mpscl":
+        if "warmup_iters" not in methods.get_method(r["method"]).budgets:
             run_sets.append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
         cfg = build_config(preset, suite_layers, sets=run_sets, ablations=r["ablations"])
         run_dir = work / "runs" / suite / r["name"] / f"seed{r['seed']}"
         init = None
         if r["name"] != r["method"]:  # MPSCL variants share the seed's warm-up
-            init = work / "runs" / suite / "mpscl" / f"seed{r['seed']}" / "warmup" / "final.pt"
+            shared = next(s.init_from for s in methods.get_method(r["method"]).stages if s.init_from)
+            init = work / "runs" / suite / r["method"] / f"seed{r['seed']}" / shared / "final.pt"
             if not init.is_file():
                 print(f"[wait] {r['name']} seed {r['seed']}: needs {init} (run mpscl first)")
                 continue
@@ -154,7 +156,7 @@ def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], varia
         train_s = time.perf_counter() - t0
         metrics = evaluate_checkpoint(final, dirs["target"], res_dir, cases=SUITES[suite]["test_cases"])
         info = {"suite": suite, "run": r["name"], "method": r["method"], "seed": r["seed"],
-                "ablations": r["ablations"], "preset": preset, "suite_settings": SUITES[suite].get("settings"),
+                "ablations": r["ablations"], "preset": preset, "suite_settings": settings,
                 "sets": run_sets,
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
                 "test_cases": SUITES[suite]["test_cases"], "git_commit": commit,
@@ -224,7 +226,7 @@ def summarise(results: Path, suite: str) -> Dict:
     from .evaluate import figures
     from .fileio import atomic_write_text
     methods: Dict[str, Dict] = {}
-    order = list(MAIN_METHODS) + list(VARIANTS)
+    order = main_methods() + list(VARIANTS)
     for name in order:
         runs = sorted((results / name).glob("seed*/metrics.json"))
         if not runs:

@@ -10,6 +10,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from . import methods  # light: declarations only, step functions load on first use
 from .config import ABLATIONS  # light: dataclasses and yaml only
 
 
@@ -171,10 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a method on prepared source/target datasets")
     p.add_argument("--source", required=True, help="prepared labelled source dataset")
     p.add_argument("--target", required=True, help="prepared target dataset (labels unused except by oracle)")
-    p.add_argument("--method", default="mpscl", choices=["source-only", "advent", "mpscl", "oracle"])
+    p.add_argument("--method", default="mpscl", choices=methods.method_names())
     p.add_argument("--out", required=True, help="run folder (resumes automatically when it holds a checkpoint)")
-    p.add_argument("--stage", choices=["warmup", "prototypes", "mpscl"], help="mpscl: run one stage only")
-    p.add_argument("--init", help="mpscl: start from this warm-up checkpoint instead of training one")
+    p.add_argument("--stage", choices=methods.all_stage_names(),
+                   help="run one stage of a multi-stage method (mpscl: warmup, prototypes, mpscl)")
+    p.add_argument("--init", help="start the later stages from this checkpoint instead of training "
+                                  "the stage they start from (mpscl: a warm-up checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (an error if it holds no checkpoint); "
                         "without it a run with checkpoints resumes anyway")
@@ -236,28 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .adapt.checkpoint import CheckpointError
+    from .adapt.trainer import Interrupted, TrainingError
+    from .checkpoint import CheckpointError
     from .config import ConfigError
-    known: tuple = (ConfigError, CheckpointError, FileNotFoundError)
-    try:
-        from .data import DataError
-        from .adapt.trainer import Interrupted, TrainingError
-        known += (DataError, TrainingError)
-    except ImportError:
-        Interrupted = None
+    from .data import DataError
+    from .runtime import DeviceError
+    known = (ConfigError, CheckpointError, FileNotFoundError, DataError, TrainingError, DeviceError)
     try:
         args.fn(args)
     except known as e:
         print(f"mpscl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # a checkpoint was written; the exit status names the signal
+        print(f"mpscl {args.command}: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:
-        if Interrupted is not None and isinstance(e, Interrupted):
-            print(f"mpscl {args.command}: {e}", file=sys.stderr)
-            return 128 + int(e.signum)
-        raise
     return 0
 
 

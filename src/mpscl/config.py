@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-METHODS = ("source-only", "advent", "mpscl", "oracle")
 ABLATIONS = {
     # name -> overrides; the paper's ablations as switches
     "no-margin": {"mpscl.margin_src": 0.0, "mpscl.margin_trg": 0.0},
@@ -33,76 +34,101 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names where it came from."""
 
 
+def setting(default: Any, within: Optional[str] = None, choices: Tuple = (),
+            yaml_bools: Optional[Dict[bool, str]] = None) -> Any:
+    """A config field with its constraint beside it: ``within`` an interval such as
+    ``"[0, 1)"`` (``pi`` allowed), or one of ``choices``. ``yaml_bools``: YAML reads on/off
+    as booleans; for a string mode they mean these values."""
+    meta = {"choices": tuple(choices), "yaml_bools": yaml_bools}
+    if within is not None:
+        m = re.fullmatch(r"([\[(])\s*([^,]+),\s*([^\])]+)([\])])", within)
+        num = lambda t: math.pi if t.strip() == "pi" else float(t)  # noqa: E731
+        meta["within"] = (num(m.group(2)), num(m.group(3)), m.group(1) == "[", m.group(4) == "]")
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet101"  # resnet101 (paper), resnet50, resnet34, resnet18
-    width: int = 64  # channels of the stem; 64 is the standard ResNet
+    # resnet101 (paper), resnet50, resnet34, resnet18
+    backbone: str = setting("resnet101", choices=("resnet101", "resnet50", "resnet34", "resnet18"))
+    width: int = setting(64, "[8, 256]")  # channels of the stem; 64 is the standard ResNet
     multi_level: bool = True  # auxiliary head on layer3 (DeepLabv2 multi-level, AdvEnt)
-    input_mode: str = "caffe"  # caffe: [-1,1]->[0,255], BGR, Caffe mean; plain: grey x3
+    # caffe: [-1,1]->[0,255], BGR, Caffe mean; plain: grey x3
+    input_mode: str = setting("caffe", choices=("caffe", "plain"))
     imagenet_init: Optional[str] = None  # user-supplied ImageNet weights (.pth/.safetensors)
-    discriminator: str = "fc"  # fc (AdvEnt, MR->CT) or patchgan (CT->MR)
-    disc_width: int = 64
+    # fc (AdvEnt, MR->CT) or patchgan (CT->MR)
+    discriminator: str = setting("fc", choices=("fc", "patchgan"))
+    disc_width: int = setting(64, "[4, 512]")
     freeze_bn: bool = True  # DeepLab keeps BatchNorm statistics fixed
 
 
 @dataclass
 class DataConfig:
-    size: int = 256  # in-plane size the network sees
-    batch_size: int = 4  # per domain: 4 source + 4 target slices
+    size: int = setting(256, "[32, 2048]")  # in-plane size the network sees
+    batch_size: int = setting(4, "[1, 1024]")  # per domain: 4 source + 4 target slices
     augment: bool = False  # random flips/rotations/intensity jitter of training slices
-    num_workers: int = 0
+    num_workers: int = setting(0, "[0, 64]")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2.5e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    power: float = 0.9  # poly decay
-    head_lr_mult: float = 10.0  # classifier heads learn 10x faster
-    lr_d: float = 1e-4
-    betas_d: Tuple[float, float] = (0.9, 0.99)
+    lr: float = setting(2.5e-4, "(0, 1]")
+    momentum: float = setting(0.9, "[0, 1)")
+    weight_decay: float = setting(5e-4, "[0, 1]")
+    power: float = setting(0.9, "[0, 10]")  # poly decay
+    head_lr_mult: float = setting(10.0, "(0, 1000]")  # classifier heads learn 10x faster
+    lr_d: float = setting(1e-4, "(0, 1]")
+    betas_d: Tuple[float, float] = setting((0.9, 0.99))
 
 
 @dataclass
 class LossConfig:
-    seg_main: float = 1.0
-    seg_aux: float = 0.1
+    seg_main: float = setting(1.0, "[0, 1000]")
+    seg_aux: float = setting(0.1, "[0, 1000]")
     adversarial: bool = True
-    adv_main: float = 0.003
-    adv_aux: float = 0.00002
+    adv_main: float = setting(0.003, "[0, 1000]")
+    adv_aux: float = setting(0.00002, "[0, 1000]")
 
 
 @dataclass
 class MPSCLConfig:
-    margin_src: float = 0.4
-    margin_trg: float = 0.2
-    temp_src: float = 1.0
-    temp_trg: float = 1.0
-    base_temp: float = 1.0
-    momentum: float = 0.2  # prototype EMA: c <- m c + (1 - m) batch_mean
-    threshold: float = 0.25  # pseudo-label selection: top1 - top2 cosine > threshold
-    lambda_src: float = 1.0
-    lambda_trg: float = 0.1
-    variant: str = "paper"  # paper formula, or "authors" to reproduce their code
+    margin_src: float = setting(0.4, "[0, pi)")
+    margin_trg: float = setting(0.2, "[0, pi)")
+    temp_src: float = setting(1.0, "(0, 1000]")
+    temp_trg: float = setting(1.0, "(0, 1000]")
+    base_temp: float = setting(1.0, "(0, 1000]")
+    momentum: float = setting(0.2, "[0, 1]")  # prototype EMA: c <- m c + (1 - m) batch_mean
+    # pseudo-label selection: top1 - top2 cosine > threshold
+    threshold: float = setting(0.25, "[0, 2]")
+    lambda_src: float = setting(1.0, "[0, 1000]")
+    lambda_trg: float = setting(0.1, "[0, 1000]")
+    # paper formula, or "authors" to reproduce their code
+    variant: str = setting("paper", choices=("paper", "authors"))
     # LR decay of warm-up + MPSCL: "restart" (authors' code: each stage decays from optim.lr)
     # or "continue" (one decay over both stages, as a single-stage run of the same budget)
-    schedule: str = "restart"
+    schedule: str = setting("restart", choices=("restart", "continue"))
 
 
 @dataclass
 class TrainConfig:
-    iters: int = 50000  # iterations of the main stage (every single-stage method, MPSCL stage)
-    warmup_iters: int = 4000  # AdvEnt warm-up before MPSCL
-    seed: int = 1234
+    # iterations of the main stage (every single-stage method, MPSCL stage)
+    iters: int = setting(50000, "[0, 1e8]")
+    warmup_iters: int = setting(4000, "[0, 1e8]")  # AdvEnt warm-up before MPSCL
+    seed: int = setting(1234, "[0, 4294967295]")
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: str = "auto"  # bfloat16 autocast: auto (where the hardware runs bf16 natively), bf16, off
+    # bfloat16 autocast: auto (where the hardware runs bf16 natively), bf16, off
+    amp: str = setting("auto", choices=("auto", "bf16", "off"), yaml_bools={False: "off", True: "bf16"})
     channels_last: bool = True
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    val_every: int = 0  # 0: no source validation during training
-    val_fraction: float = 0.0  # share of source cases held out for source validation
-    threads: int = 0  # torch CPU threads; 0 = torch default
+    checkpoint_every: int = setting(1000, "[0, 1e8]")
+    log_every: int = setting(10, "[1, 1e8]")
+    threads: int = setting(0, "[0, 1024]")  # torch CPU threads; 0 = torch default
+
+
+# keys that older versions wrote and nothing read (source validation that was never run):
+# dropped when an old run's config.yaml or checkpoint is read, refused in new settings
+RETIRED_KEYS = {"train.val_every", "train.val_fraction"}
 
 
 @dataclass
@@ -121,56 +147,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# --------------------------------------------------------------------------- choices and ranges
-_CHOICES = {
-    "model.backbone": ("resnet101", "resnet50", "resnet34", "resnet18"),
-    "model.input_mode": ("caffe", "plain"),
-    "model.discriminator": ("fc", "patchgan"),
-    "mpscl.variant": ("paper", "authors"),
-    "mpscl.schedule": ("restart", "continue"),
-    "train.amp": ("auto", "bf16", "off"),
-}
-# key -> (low, high, low inclusive, high inclusive)
-_RANGES = {
-    "model.width": (8, 256, True, True),
-    "model.disc_width": (4, 512, True, True),
-    "data.size": (32, 2048, True, True),
-    "data.batch_size": (1, 1024, True, True),
-    "data.num_workers": (0, 64, True, True),
-    "optim.lr": (0.0, 1.0, False, True),
-    "optim.momentum": (0.0, 1.0, True, False),
-    "optim.weight_decay": (0.0, 1.0, True, True),
-    "optim.power": (0.0, 10.0, True, True),
-    "optim.head_lr_mult": (0.0, 1000.0, False, True),
-    "optim.lr_d": (0.0, 1.0, False, True),
-    "loss.seg_main": (0.0, 1e3, True, True),
-    "loss.seg_aux": (0.0, 1e3, True, True),
-    "loss.adv_main": (0.0, 1e3, True, True),
-    "loss.adv_aux": (0.0, 1e3, True, True),
-    "mpscl.margin_src": (0.0, math.pi, True, False),
-    "mpscl.margin_trg": (0.0, math.pi, True, False),
-    "mpscl.temp_src": (0.0, 1e3, False, True),
-    "mpscl.temp_trg": (0.0, 1e3, False, True),
-    "mpscl.base_temp": (0.0, 1e3, False, True),
-    "mpscl.momentum": (0.0, 1.0, True, True),
-    "mpscl.threshold": (0.0, 2.0, True, True),
-    "mpscl.lambda_src": (0.0, 1e3, True, True),
-    "mpscl.lambda_trg": (0.0, 1e3, True, True),
-    "train.iters": (0, 10**8, True, True),
-    "train.warmup_iters": (0, 10**8, True, True),
-    "train.seed": (0, 2**32 - 1, True, True),
-    "train.checkpoint_every": (0, 10**8, True, True),
-    "train.log_every": (1, 10**8, True, True),
-    "train.val_every": (0, 10**8, True, True),
-    "train.val_fraction": (0.0, 0.9, True, True),
-    "train.threads": (0, 1024, True, True),
-}
-
-
-# YAML reads on/off/yes/no as booleans; for these string keys they mean a mode
-_BOOL_ALIASES = {"train.amp": {False: "off", True: "bf16"}}
-
-
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -179,44 +155,49 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _coerce(key: str, value: Any, default: Any, ftype: Any, where: str) -> Any:
-    """Check ``value`` against the declared type of ``key``; return it in that type."""
-    tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
-    bad = ConfigError(f"{where}: {key} must be {tname.replace('typing.', '')}, got {value!r}")
-    if "Optional" in tname and value is None:
-        return None
-    if isinstance(value, bool) and key in _BOOL_ALIASES:
-        return _BOOL_ALIASES[key][value]
-    if "Tuple" in tname:
-        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, f: dataclasses.Field, ftype: Any, where: str) -> Any:
+    """Check ``value`` against the field's type hint; return it in that type."""
+    bad = ConfigError(f"{where}: {key} must be {_type_name(ftype)}, got {value!r}")
+    origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        ftype = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    aliases = f.metadata.get("yaml_bools")
+    if isinstance(value, bool) and aliases:
+        return aliases[value]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad
-        return tuple(float(v) for v in value)
-    if tname.startswith("bool") or isinstance(default, bool):
+        return tuple(_coerce(key, v, f, a, where) for v, a in zip(value, args))
+    if ftype is bool:
         if not isinstance(value, bool):
             raise bad
         return value
-    if tname.startswith("int") or (isinstance(default, int) and not isinstance(default, bool)):
+    if ftype is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise bad
         return int(value)
-    if tname.startswith("float") or isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        if not math.isfinite(value):
+    if ftype is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
         return float(value)
-    if "str" in tname:
-        if not isinstance(value, str):
-            raise bad
-        return value
+    if ftype is str and not isinstance(value, str):
+        raise bad
     return value
 
 
-def _check(key: str, value: Any, where: str) -> None:
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key in _RANGES and value is not None:
-        lo, hi, lo_in, hi_in = _RANGES[key]
+def _check(key: str, value: Any, f: dataclasses.Field, where: str) -> None:
+    choices, within = f.metadata.get("choices"), f.metadata.get("within")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    if within is not None and value is not None:
+        lo, hi, lo_in, hi_in = within
         ok = (value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)
         if not ok:
             lb, rb = ("[" if lo_in else "("), ("]" if hi_in else ")")
@@ -234,6 +215,8 @@ def valid_keys() -> List[str]:
 def _unknown(key: str, where: str) -> ConfigError:
     near = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
     hint = f"; did you mean {near[0]!r}?" if near else ""
+    if key in RETIRED_KEYS:
+        hint = " (retired: it was read by nothing; remove it)"
     return ConfigError(f"{where}: unknown config key {key!r}{hint}")
 
 
@@ -247,8 +230,8 @@ def set_value(cfg: Config, key: str, value: Any, where: str = "--set") -> None:
     if parts[1] not in fields:
         raise _unknown(key, where)
     f = fields[parts[1]]
-    value = _coerce(key, value, getattr(section, parts[1]), f.type, where)
-    _check(key, value, where)
+    value = _coerce(key, value, f, typing.get_type_hints(type(section))[parts[1]], where)
+    _check(key, value, f, where)
     setattr(section, parts[1], value)
 
 
@@ -288,15 +271,45 @@ def preset_names() -> List[str]:
                   if p.name.endswith(".yaml"))
 
 
-def load_preset(name: str) -> Config:
-    cfg = Config()
+def _check_preset(name: str) -> None:
     if name not in preset_names():
         near = difflib.get_close_matches(name, preset_names(), n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(f"unknown preset {name!r} (available: {', '.join(preset_names())}){hint}")
-    res = resources.files("mpscl.presets") / f"{name}.yaml"
-    apply_mapping(cfg, yaml.safe_load(res.read_text()), f"preset {name}")
+
+
+def _preset_file(name: str) -> Dict[str, Any]:
+    _check_preset(name)
+    data = yaml.safe_load((resources.files("mpscl.presets") / f"{name}.yaml").read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {name}: expected a mapping of sections")
+    return data
+
+
+def preset_layer(name: str) -> Dict[str, Any]:
+    """What preset ``name`` sets over its ``base:`` (its own keys only)."""
+    return {k: v for k, v in _preset_file(name).items() if k != "base"}
+
+
+def load_preset(name: str, _seen: Tuple[str, ...] = ()) -> Config:
+    """Defaults <- the preset's ``base:`` chain (a preset names the one it inherits from)
+    <- the preset's own keys."""
+    if name in _seen:
+        raise ConfigError(f"preset {name}: its base chain loops ({' -> '.join(_seen + (name,))})")
+    data = _preset_file(name)
+    cfg = load_preset(str(data["base"]), _seen + (name,)) if data.get("base") else Config()
+    apply_mapping(cfg, preset_layer(name), f"preset {name}")
     return cfg
+
+
+def without_retired(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A config dict written by an older version, less the keys that were retired since."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for key in RETIRED_KEYS:
+        sect, name = key.split(".")
+        if isinstance(out.get(sect), dict):
+            out[sect].pop(name, None)
+    return out
 
 
 def parse_set(item: str) -> Tuple[str, Any]:
@@ -333,8 +346,9 @@ def build_config(preset: str = "paper-mr2ct", files: Optional[List[Any]] = None,
 
 
 def config_from_dict(d: Dict[str, Any], where: str = "checkpoint") -> Config:
+    """The config a run or checkpoint saved (retired keys of older versions ignored)."""
     cfg = Config()
-    apply_mapping(cfg, d, where)
+    apply_mapping(cfg, without_retired(d) if isinstance(d, dict) else d, where)
     return cfg
 
 

@@ -96,7 +96,7 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
 
 
 def _write_report(rep: Path, summary: Dict, timings: Dict, cfg) -> None:
-    from .adapt.checkpoint import atomic_write_text
+    from .fileio import atomic_write_text
     classes = list(next(iter(summary.values()))["per_class"])
     lines = ["# mpscl demo: phantom MR -> CT", "",
              "Target (CT) 3D Dice (%) per structure; the CT labels were used only for this scoring.", "",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mpscl.adapt.checkpoint import load_checkpoint, load_model
+from mpscl.checkpoint import load_checkpoint, load_model
 from mpscl.adapt.pipeline import train
 from mpscl.adapt.trainer import TrainingError
 from mpscl.config import build_config
@@ -82,7 +82,7 @@ def test_mismatched_inputs_are_refused(tiny_phantom, tmp_path):
     with pytest.raises(TrainingError, match="data.size"):
         train(tiny_phantom["mr"], tiny_phantom["ct"], "source-only",
               build_config("cpu", sets=TINY + ["data.size=64"]), tmp_path, progress=False)
-    with pytest.raises(TrainingError, match="only mpscl has stages"):
+    with pytest.raises(TrainingError, match="advent has one stage; methods with stages: mpscl"):
         train(tiny_phantom["mr"], tiny_phantom["ct"], "advent", build_config("cpu", sets=TINY),
               tmp_path, stage="warmup", progress=False)
 

@@ -23,20 +23,29 @@ def test_set_poly_lr_keeps_head_ratio():
 
 
 def test_stage_schedule_restart_and_continue():
+    # budgets of MPSCL's two stages: warm-up 600, MPSCL 1200
     # restart (authors' code): each stage decays over its own length
-    assert stage_schedule("warmup", 600, 1200, "restart") == (0, 600)
-    assert stage_schedule("mpscl", 600, 1200, "restart") == (0, 1200)
+    assert stage_schedule([600, 1200], 0, "restart") == (0, 600)
+    assert stage_schedule([600, 1200], 1, "restart") == (0, 1200)
     # continue: one decay over 1800; the MPSCL stage's step 0 is global step 600
-    assert stage_schedule("warmup", 600, 1200, "continue") == (0, 1800)
-    assert stage_schedule("mpscl", 600, 1200, "continue") == (600, 1800)
-    off, tot = stage_schedule("mpscl", 600, 1200, "continue")
+    assert stage_schedule([600, 1200], 0, "continue") == (0, 1800)
+    assert stage_schedule([600, 1200], 1, "continue") == (600, 1800)
+    off, tot = stage_schedule([600, 1200], 1, "continue")
     assert poly_factor(off, tot, 0.9) == pytest.approx((1 - 1 / 3) ** 0.9)  # 0.6943...
     assert poly_factor(off + 1200, tot, 0.9) == 0.0
     # single-stage methods are unaffected
-    for m in ("source-only", "advent", "oracle"):
-        assert stage_schedule(m, 600, 1800, "continue") == (0, 1800)
+    assert stage_schedule([1800], 0, "continue") == stage_schedule([1800], 0, "restart") == (0, 1800)
     with pytest.raises(ValueError, match="restart or continue"):
-        stage_schedule("mpscl", 600, 1200, "cosine")
+        stage_schedule([600, 1200], 1, "cosine")
+
+
+def test_trainer_schedule_follows_the_method_declaration():
+    from mpscl import methods
+    from mpscl.config import build_config
+    cfg = build_config("cpu", sets=["train.warmup_iters=600", "train.iters=1200"])
+    mp = methods.get_method("mpscl")
+    assert [s.budget for s in mp.stages] == ["warmup_iters", "iters"]
+    assert mp.decay_mode(cfg) == "continue" and methods.get_method("advent").decay_mode(cfg) == "restart"
 
 
 def test_batches_are_a_function_of_seed_and_iteration():

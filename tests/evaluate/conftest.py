@@ -10,11 +10,11 @@ from evaluate_helpers import CLASSES, LABEL_VALUES, DummySegmenter
 
 @pytest.fixture
 def fake_checkpoint(monkeypatch, tmp_path):
-    """Monkeypatch mpscl.adapt.checkpoint.load_model to return a DummySegmenter and a ckpt dict.
+    """Monkeypatch mpscl.checkpoint.load_model to return a DummySegmenter and a ckpt dict.
 
     Returns a dict you may edit (``ckpt``) and the fake checkpoint path.
     """
-    import mpscl.adapt.checkpoint as cp
+    import mpscl.checkpoint as cp
 
     ckpt = {"config": {"data": {"size": 16}}, "classes": list(CLASSES), "label_values": list(LABEL_VALUES)}
     path = tmp_path / "final.pt"

@@ -94,6 +94,18 @@ def test_resolve_device():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_one_line_error_in_evaluate(capsys, tmp_path):
+    from mpscl.cli import main
+    from mpscl.runtime import DeviceError
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        resolve_device("cuda")
+    # the same refusal as train's, before any file is read
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path),
+                 "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_matches_cpu():
     ids = np.random.default_rng(1).integers(0, 4, (7, 16, 16)).astype(np.uint8)

@@ -13,7 +13,7 @@ from evaluate_helpers import CLASSES, LABEL_VALUES, blob_labels, make_dataset
 @pytest.fixture
 def real_checkpoint(tmp_path):
     try:
-        from mpscl.adapt.checkpoint import save_checkpoint
+        from mpscl.checkpoint import save_checkpoint
         from mpscl.config import Config
         from mpscl.models import build_segmenter
     except ImportError as e:  # the models package is still being written

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from mpscl.adapt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpscl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpscl.cli import main
 from mpscl.data.tfrecord import masked_crc32c
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpscl.adapt import steps
-from mpscl.adapt.checkpoint import load_checkpoint
+from mpscl.checkpoint import load_checkpoint
 from mpscl.adapt.trainer import Trainer, TrainingError
 from mpscl.cli import main
 from mpscl.config import build_config

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mpscl.adapt.checkpoint import load_checkpoint
+from mpscl.checkpoint import load_checkpoint
 from mpscl.cli import build_parser, main, _build_config
 
 from reliability_helpers import PY, subprocess_env, train_argv
@@ -162,7 +162,7 @@ def test_checkpoint_every_flag_sets_the_config():
 
 def test_resume_refuses_another_number_of_processes(phantom_sets, tmp_path):
     """A checkpoint of a 2-process run (another global batch) is not continued by 1 process."""
-    from mpscl.adapt.checkpoint import save_checkpoint
+    from mpscl.checkpoint import save_checkpoint
     from mpscl.adapt.trainer import Trainer, TrainingError
     from mpscl.config import build_config
     from mpscl.data import SliceDataset

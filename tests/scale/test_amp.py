@@ -7,8 +7,7 @@ import torch
 
 from mpscl import bench
 from mpscl.adapt import steps
-from mpscl.adapt.schedule import set_poly_lr
-from mpscl.adapt.trainer import native_bf16, use_bf16
+from mpscl.runtime import native_bf16, use_bf16
 from mpscl.config import build_config
 
 ITERS = 10
@@ -31,11 +30,11 @@ def _run(mode, tmp_path, record=None):
         t.model.register_forward_hook(
             lambda m, i, out: record.append({"features": out[0].dtype, "logits": out[2].dtype}))
     rows = []
-    for i in range(ITERS):
-        set_poly_lr(t.opt, i, ITERS, 0.9)
-        set_poly_lr(t.opt_d, i, ITERS, 0.9)
-        rows.append(t.step())
-        t.iteration += 1
+    t.lr_offset, t.lr_total = 0, ITERS
+    for _ in range(ITERS):
+        row = t.train_iteration()
+        row.pop("lr_factor")
+        rows.append(row)
     return t, rows
 
 

@@ -8,25 +8,26 @@ RUN/<stage>/log.jsonl    losses, learning rate, selected-pixel share; tb/ for Te
 RUN/prototypes.pt        MPSCL: prototypes computed from the warm-up model (source train set)
 RUN/final.pt             the method's final model: what ``evaluate`` and ``predict`` take
 ```
-``mpscl``: warmup (AdvEnt) -> prototypes -> mpscl. Every other method is one stage.
+The stages of each method are declared in ``mpscl.methods`` (``mpscl``: warmup (AdvEnt)
+-> prototypes -> mpscl; the baselines are one stage); this module runs any of them.
 """
 from __future__ import annotations
 
 import copy
 import shutil
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from ..config import Config, config_from_dict, diff_configs, load_yaml, METHODS
+from .. import methods
+from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from ..config import Config, config_from_dict, diff_configs, load_yaml, without_retired
 from ..data import PreparedDataset, SliceDataset
-from .checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from ..runtime import DeviceError, resolve_device, use_bf16
 from .distributed import DistContext
 from .prototypes import init_prototypes
-from .trainer import RUNTIME_KEYS, Trainer, TrainingError, resolve_device, use_bf16
-
-MPSCL_STAGES = ("warmup", "prototypes", "mpscl")
+from .trainer import RUNTIME_KEYS, Trainer, TrainingError
 
 
 def _open(path_or_ds, what: str) -> PreparedDataset:
@@ -42,7 +43,7 @@ def _check_run_config(out: Path, cfg: Config, method: str) -> None:
     if not isinstance(old, dict):
         raise TrainingError(f"{path}: not a run configuration (a YAML mapping); choose a new --out")
     old_method = old.pop("method", None)
-    diff = [k for k in diff_configs(old, cfg.to_dict()) if k not in RUNTIME_KEYS]
+    diff = [k for k in diff_configs(without_retired(old), cfg.to_dict()) if k not in RUNTIME_KEYS]
     if old_method not in (None, method):
         diff.insert(0, "method")
     if diff:
@@ -65,15 +66,24 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
     A run folder holding checkpoints of the same configuration is always continued;
     ``resume=True`` (``--resume``) also makes it an error when there is nothing to continue.
 
-    ``stage`` runs one stage of ``mpscl`` only; ``init`` is a warm-up checkpoint to start
-    the MPSCL stages from (e.g. shared by several MPSCL variants of one benchmark seed).
+    ``stage`` runs one stage of a multi-stage method only; ``init`` is the checkpoint its
+    later stages start from instead of training the stage they declare (``init_from``): e.g.
+    one MPSCL warm-up shared by several MPSCL variants of one benchmark seed.
     """
-    if method not in METHODS:
-        raise TrainingError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if stage is not None and (method != "mpscl" or stage not in MPSCL_STAGES):
-        raise TrainingError(f"--stage {stage!r}: only mpscl has stages ({', '.join(MPSCL_STAGES)})")
+    try:
+        spec = methods.get_method(method)
+    except KeyError as e:
+        raise TrainingError(str(e.args[0])) from None
+    if stage is not None and (len(spec.stages) < 2 or stage not in spec.stage_names()):
+        multi = [m for m in methods.method_names() if len(methods.get_method(m).stages) > 1]
+        raise TrainingError(f"--stage {stage!r}: " + (
+            f"the stages of {method} are {', '.join(spec.stage_names())}" if len(spec.stages) > 1
+            else f"{method} has one stage; methods with stages: {', '.join(multi)}"))
     out = Path(out)
-    device = resolve_device(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device)
+    except DeviceError as e:
+        raise TrainingError(str(e)) from None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dist = DistContext.from_env(device)
@@ -84,8 +94,8 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         raise TrainingError(f"{src.root}: the source dataset has no labels")
     if list(src.classes) != list(trg.classes):
         raise TrainingError(f"class maps differ: source {src.classes} vs target {trg.classes}")
-    if method == "oracle" and not trg.labelled:
-        raise TrainingError(f"{trg.root}: the oracle needs target labels; this dataset has none")
+    if spec.needs_target_labels and not trg.labelled:
+        raise TrainingError(f"{trg.root}: {method} needs target labels; this dataset has none")
     if src.size != cfg.data.size or trg.size != cfg.data.size:
         raise TrainingError(f"datasets were prepared at {src.size}/{trg.size} px but the config says "
                             f"data.size={cfg.data.size}; re-run prepare with --size {cfg.data.size} "
@@ -98,7 +108,7 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml() + f"method: {method}\n")
     src_ds = SliceDataset(src, labelled=True, augment=cfg.data.augment)
-    trg_ds = SliceDataset(trg, labelled=(method == "oracle"), augment=cfg.data.augment)
+    trg_ds = SliceDataset(trg, labelled=spec.needs_target_labels, augment=cfg.data.augment)
 
     def run_stage(name, init_ckpt=None, prototypes=None) -> Path:
         sdir = out / name
@@ -110,38 +120,47 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
                     prototypes=prototypes, dist=dist, progress=progress, method=method)
         return t.fit()
 
-    if method != "mpscl":
-        final = run_stage(method)
-    else:
-        stages: List[str] = [stage] if stage else list(MPSCL_STAGES)
-        warm = Path(init) if init else out / "warmup" / "final.pt"
-        final = None
-        if "warmup" in stages and not init:
-            warm = run_stage("warmup")
-            final = warm
-        if "prototypes" in stages or "mpscl" in stages:
+    selected = [stage] if stage else spec.stage_names()
+    # with --init, the stages that later ones start from are replaced by that checkpoint
+    replaced = {s.init_from for s in spec.stages if s.init_from} if init else set()
+    finals: Dict[str, Path] = {}
+    final = proto_path = None
+    for st in spec.stages:
+        wants_protos = st.prototypes and methods.PROTOTYPES in selected
+        if st.name in replaced or not (st.name in selected or wants_protos):
+            continue
+        start = protos = None
+        if st.init_from:
+            start_path = Path(init) if init else finals.get(st.init_from, out / st.init_from / "final.pt")
+            if not start_path.is_file():
+                raise TrainingError(f"{start_path}: no {st.init_from} checkpoint; run the "
+                                    f"{st.init_from} stage first or pass --init")
+            start = load_checkpoint(start_path)
+        if st.prototypes:
             proto_path = out / "prototypes.pt"
-            if not warm.is_file():
-                raise TrainingError(f"{warm}: no warm-up checkpoint; run the warmup stage first or pass --init")
-            warm_ckpt = load_checkpoint(warm)
-            if proto_path.is_file():
-                protos = load_checkpoint(proto_path)["prototypes"]
-            else:
-                protos = compute_prototypes(warm_ckpt, src_ds, device, cfg, log)
-                protos = dist.broadcast(protos)  # several ranks: rank 0's, bit for bit
-                if dist.is_main:
-                    save_checkpoint(proto_path, {"prototypes": protos, "classes": src.classes,
-                                                 "from": str(warm)})
-                log(f"[prototypes] {tuple(protos.shape)} from {warm} -> {proto_path}")
-            if "mpscl" in stages:
-                final = run_stage("mpscl", init_ckpt=warm_ckpt, prototypes=protos)
-        if final is None:
-            return proto_path
+            protos = _prototypes(proto_path, start, start_path, src_ds, device, cfg, dist, log)
+        if st.name in selected:
+            final = finals[st.name] = run_stage(st.name, init_ckpt=start, prototypes=protos)
+    if final is None:
+        return proto_path
     if dist.is_main:
         with open(final, "rb") as src_f:
             atomic_write(out / "final.pt", lambda f: shutil.copyfileobj(src_f, f))
     dist.barrier()
     return out / "final.pt"
+
+
+def _prototypes(path: Path, start, start_path: Path, src_ds, device, cfg, dist, log) -> torch.Tensor:
+    """The prototypes a stage starts from: ``RUN/prototypes.pt``, computed once."""
+    if path.is_file():
+        return load_checkpoint(path)["prototypes"]
+    protos = compute_prototypes(start, src_ds, device, cfg, log)
+    protos = dist.broadcast(protos)  # several ranks: rank 0's, bit for bit
+    if dist.is_main:
+        save_checkpoint(path, {"prototypes": protos, "classes": src_ds.prepared.classes,
+                               "from": str(start_path)})
+    log(f"[prototypes] {tuple(protos.shape)} from {start_path} -> {path}")
+    return protos
 
 
 def compute_prototypes(warm_ckpt, src_ds, device, cfg: Config, log=print) -> torch.Tensor:

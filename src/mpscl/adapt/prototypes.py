@@ -1,6 +1,6 @@
 """Category prototypes: initialisation, EMA update and self-paced pseudo-labels.
 
-METHOD.md, Losses items 3 and 5. Prototypes are a (K,C) tensor of un-normalised
+docs/METHOD.md, Losses items 3 and 5. Prototypes are a (K,C) tensor of un-normalised
 per-class mean features (background included). Everything here is a pure function of
 tensors except :func:`init_prototypes`, which runs a model over a loader.
 

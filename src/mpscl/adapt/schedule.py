@@ -1,6 +1,8 @@
 """Learning-rate schedule: DeepLab's poly decay, applied per parameter group."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 
@@ -24,17 +26,17 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, iteration: int, max_iters: int
     return f
 
 
-def stage_schedule(stage: str, warmup_iters: int, iters: int, mode: str):
-    """``(offset, total)`` of a stage's poly decay: its LR at local step i is poly(offset + i, total).
+def stage_schedule(budgets: Sequence[int], index: int, mode: str):
+    """``(offset, total)`` of stage ``index``'s poly decay, given every stage's iterations:
+    its LR at local step i is poly(offset + i, total).
 
-    ``restart`` (the authors' code): the warm-up and the MPSCL stage each decay from the base
-    rate over their own length. ``continue``: warm-up and MPSCL share one decay over
-    ``warmup_iters + iters``, so every iteration has the LR a single-stage run of the same
-    total budget would have (MPSCL then differs from AdvEnt only by what it adds).
-    Single-stage methods always decay over their own length.
+    ``restart`` (the MPSCL authors' code): each stage decays from the base rate over its own
+    length. ``continue``: the stages share one decay over their summed budget, so every
+    iteration has the LR a single-stage run of the same total budget would have (MPSCL then
+    differs from AdvEnt only by what it adds). A single stage decays over its own length.
     """
     if mode not in ("restart", "continue"):
         raise ValueError(f"unknown schedule mode {mode!r} (restart or continue)")
-    if mode == "continue" and stage in ("warmup", "mpscl"):
-        return (0 if stage == "warmup" else warmup_iters), warmup_iters + iters
-    return 0, (warmup_iters if stage == "warmup" else iters)
+    if mode == "continue":
+        return sum(budgets[:index]), sum(budgets)
+    return 0, budgets[index]

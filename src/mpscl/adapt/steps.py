@@ -1,7 +1,7 @@
-"""One training iteration per method, written to read like METHOD.md.
+"""One training iteration per method, written to read like docs/METHOD.md.
 
-Each function takes the :class:`~mpscl.adapt.trainer.Trainer` (which owns models,
-optimisers and prototypes) and one batch, computes the generator-side losses, calls
+Each function takes the :class:`~mpscl.adapt.trainer.Trainer` (which owns networks by
+name, optimisers and prototypes) and the batches its stage declares (``mpscl.methods``), computes the generator-side losses, calls
 backward, and returns the loss terms as tensors. The trainer does the optimiser steps,
 the discriminator update, logging and checkpointing.
 """
@@ -38,20 +38,29 @@ def _weighted(t, terms: Terms) -> torch.Tensor:
     return sum(w[k] * v for k, v in terms.items() if w.get(k, 0.0) != 0.0)
 
 
+def _freeze_discriminators(t) -> None:
+    """The generator step must not train D (``discriminator_update`` thaws them)."""
+    for name in ("disc_main", "disc_aux"):
+        if t.nets.get(name) is not None:
+            t.nets[name].requires_grad_(False)
+
+
 def _adversarial_terms(t, aux_t, main_t) -> Terms:
     """Step 2 (generator side): make D take target entropy maps for source ones."""
-    terms = {"adv": generator_adversarial_loss(t.disc_main(entropy_map(main_t)))}
-    if aux_t is not None and t.disc_aux is not None:
-        terms["adv_aux"] = generator_adversarial_loss(t.disc_aux(entropy_map(aux_t)))
+    d_main, d_aux = t.nets.get("disc_main"), t.nets.get("disc_aux")
+    terms = {"adv": generator_adversarial_loss(d_main(entropy_map(main_t)))}
+    if aux_t is not None and d_aux is not None:
+        terms["adv_aux"] = generator_adversarial_loss(d_aux(entropy_map(aux_t)))
     return terms
 
 
 def update_discriminators(t, outs_s, outs_t) -> Terms:
     """Discriminators: detached source maps -> 0, target maps -> 1, each term halved."""
     terms = {}
-    pairs = [("d_main", t.disc_main, outs_s[2], outs_t[2])]
-    if t.disc_aux is not None and outs_s[1] is not None:
-        pairs.append(("d_aux", t.disc_aux, outs_s[1], outs_t[1]))
+    d_main, d_aux = t.nets.get("disc_main"), t.nets.get("disc_aux")
+    pairs = [("d_main", d_main, outs_s[2], outs_t[2])]
+    if d_aux is not None and outs_s[1] is not None:
+        pairs.append(("d_aux", d_aux, outs_s[1], outs_t[1]))
     for name, disc, ps, pt in pairs:
         with t.autocast():
             ls = discriminator_loss(disc(entropy_map(ps.detach())), is_target=False)
@@ -74,10 +83,11 @@ def supervised_step(t, x, y) -> Terms:
 
 def advent_step(t, xs, ys, xt) -> Terms:
     """AdvEnt (also MPSCL's warm-up): source segmentation + entropy-map adversarial."""
+    _freeze_discriminators(t)
     with t.autocast():
         feats_s, aux_s, main_s = t.model(xs)
     terms = _seg_terms(t, aux_s, main_s, ys, "src")
-    if t.disc_main is None:  # ablation: no adversarial term
+    if t.nets.get("disc_main") is None:  # ablation: no adversarial term
         t.backward(terms, _weighted(t, terms))
         return terms
     with t.autocast():
@@ -97,13 +107,14 @@ def update_prototypes_step(t, feats_s, ys) -> None:
 
 
 def mpscl_step(t, xs, ys, xt) -> Terms:
-    """MPSCL: steps 1-6 of METHOD.md in order."""
+    """MPSCL: steps 1-6 of docs/METHOD.md in order."""
     c = t.cfg.mpscl
+    _freeze_discriminators(t)
     with t.autocast():
         feats_s, aux_s, main_s = t.model(xs)
         feats_t, aux_t, main_t = t.model(xt)
     terms = _seg_terms(t, aux_s, main_s, ys, "src")                          # 1
-    if t.disc_main is not None:
+    if t.nets.get("disc_main") is not None:
         with t.autocast():
             terms.update(_adversarial_terms(t, aux_t, main_t))               # 2
     update_prototypes_step(t, feats_s, ys)                                   # 3
@@ -123,7 +134,7 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
                                       mask=sel, variant=c.variant, **kw)
         t.stats["selected"] = sel.float().mean().item()
     t.backward(terms, _weighted(t, terms))                                   # 6
-    if t.disc_main is not None:
+    if t.nets.get("disc_main") is not None:
         terms.update(t.discriminator_update((feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
     return terms
 

@@ -1,6 +1,8 @@
 """The trainer: owns every piece of state of one training stage and checkpoints it whole.
 
-State = segmenter, discriminators, both optimisers, prototypes, iteration and the RNG.
+State = the networks and optimisers the stage declares (``mpscl.methods``: the segmenter
+``model`` and, say, AdvEnt's discriminators), prototypes, iteration and the RNG; each
+network and optimiser is saved under its declared name.
 Batches and augmentations are pure functions of (seed, iteration) (see ``sampling``), so
 a run killed at any point and resumed from its last checkpoint continues exactly as the
 uninterrupted run would have.
@@ -17,17 +19,16 @@ from typing import Dict, Optional
 
 import torch
 
-from ..config import Config
-from ..models import build_discriminator, build_segmenter
+from .. import methods
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import Config, diff_configs, without_retired
+from ..models import build_segmenter
+from ..runtime import use_bf16
 from . import steps
-from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
 
-# stage name -> kind of iteration
-STAGES = {"source-only": "supervised", "oracle": "supervised", "advent": "advent",
-          "warmup": "advent", "mpscl": "mpscl"}
 # keys that change how a run is executed or logged, not what it computes
 RUNTIME_KEYS = {"train.device", "train.threads", "train.log_every", "train.checkpoint_every",
                 "data.num_workers"}
@@ -51,50 +52,17 @@ class Interrupted(RuntimeError):
         self.signum, self.checkpoint = signum, checkpoint
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 in hardware (where autocast pays off).
-
-    CUDA: Ampere and newer. CPU: AMX or AVX512-BF16; on CPUs without them (e.g. Cascade
-    Lake) oneDNN emulates bf16 and autocast measured 2-3x *slower* than fp32.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def use_bf16(mode: str, device: torch.device) -> bool:
-    if mode == "off":
-        return False
-    if mode == "bf16":
-        return device.type in ("cpu", "cuda")
-    return native_bf16(device)
-
-
 class Trainer:
     def __init__(self, cfg: Config, stage: str, source, target, out_dir: Path, *,
                  device: torch.device, init: Optional[Dict] = None,
                  prototypes: Optional[torch.Tensor] = None, dist: Optional[DistContext] = None,
                  progress: bool = True, method: Optional[str] = None):
-        if stage not in STAGES:
-            raise TrainingError(f"unknown stage {stage!r}")
-        self.cfg, self.stage, self.kind = cfg, stage, STAGES[stage]
-        self.method = method or stage
+        try:
+            spec_method, self.spec = methods.find_stage(stage, method)
+        except KeyError as e:
+            raise TrainingError(str(e.args[0])) from None
+        self.cfg, self.stage, self.method = cfg, stage, spec_method.name
+        self.step_fn = methods.resolve(self.spec.step)
         self.out_dir, self.device = Path(out_dir), device
         self.dist = dist or DistContext()
         self.progress = progress and self.dist.is_main
@@ -103,9 +71,10 @@ class Trainer:
         self.label_values = list(source.prepared.label_values)
         self.num_classes = len(self.classes)
         self.axis = source.prepared.axis  # slice axis the model was trained on (predict uses it)
-        self.iters = cfg.train.warmup_iters if stage == "warmup" else cfg.train.iters
-        self.lr_offset, self.lr_total = stage_schedule(stage, cfg.train.warmup_iters, cfg.train.iters,
-                                                       cfg.mpscl.schedule)
+        budgets = [getattr(cfg.train, s.budget) for s in spec_method.stages]
+        index = spec_method.stages.index(self.spec)
+        self.iters = budgets[index]
+        self.lr_offset, self.lr_total = stage_schedule(budgets, index, spec_method.decay_mode(cfg))
         self.use_amp = use_bf16(cfg.train.amp, device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.loss_weights = steps.loss_weights(cfg)
@@ -113,33 +82,27 @@ class Trainer:
         self._terms: Dict[str, torch.Tensor] = {}
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.model = build_segmenter(cfg.model, self.num_classes)
-        adversarial = self.kind in ("advent", "mpscl") and cfg.loss.adversarial
-        self.disc_main = build_discriminator(cfg.model, self.num_classes) if adversarial else None
-        self.disc_aux = (build_discriminator(cfg.model, self.num_classes)
-                         if adversarial and cfg.model.multi_level else None)
+        # networks by name, in declared order (the order their initial weights are drawn);
+        # one the config turns off (e.g. loss.adversarial=false) is None
+        self.nets: Dict[str, Optional[torch.nn.Module]] = {
+            "model": build_segmenter(cfg.model, self.num_classes)}
+        for name, build in self.spec.networks.items():
+            self.nets[name] = methods.resolve(build)(cfg, self.num_classes)
         if init is not None:  # previous stage's checkpoint (MPSCL starts from the warm-up)
-            self.model.load_state_dict(init["model"])
-            for name in ("disc_main", "disc_aux"):
-                if getattr(self, name) is not None and init.get(name) is not None:
-                    getattr(self, name).load_state_dict(init[name])
+            for name, net in self.nets.items():
+                if net is not None and init.get(name) is not None:
+                    net.load_state_dict(init[name])
         for m in self._modules():
             self.dist.sync_batchnorm(m)  # several ranks: BatchNorm sees the global batch
             m.to(device, memory_format=self.memory_format)
-
-        o = cfg.optim
-        self.opt = torch.optim.SGD(self.model.param_groups(o.lr, o.head_lr_mult), lr=o.lr,
-                                   momentum=o.momentum, weight_decay=o.weight_decay)
-        d_params = [p for d in self._discs() for p in d.parameters()]
-        self.opt_d = None
-        if d_params:
-            self.opt_d = torch.optim.Adam(d_params, lr=o.lr_d, betas=tuple(o.betas_d))
-            for g in self.opt_d.param_groups:
-                g["initial_lr"] = o.lr_d
+        self.optimisers: Dict[str, Optional[torch.optim.Optimizer]] = {}
+        for name, o in self.spec.optimisers.items():
+            live = [self.nets[n] for n in o.networks if self.nets.get(n) is not None]
+            self.optimisers[name] = methods.resolve(o.build)(cfg, live) if live else None
         self.prototypes = None
-        if self.kind == "mpscl":
+        if self.spec.prototypes:
             if prototypes is None:
-                raise TrainingError("the MPSCL stage needs initial prototypes (run the prototype stage)")
+                raise TrainingError(f"the {stage} stage needs initial prototypes (run the prototype stage)")
             self.prototypes = prototypes.detach().float().to(device).clone()
         self.iteration = 0
         self._stop_signal: Optional[int] = None
@@ -147,11 +110,23 @@ class Trainer:
         self._last_saved_iter = 0
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.nets["model"]
+
     def _discs(self):
-        return [d for d in (self.disc_main, self.disc_aux) if d is not None]
+        """The networks besides the segmenter that exist in this run (e.g. discriminators)."""
+        return [m for n, m in self.nets.items() if n != "model" and m is not None]
 
     def _modules(self):
         return [self.model, *self._discs()]
+
+    def modules(self) -> Dict[str, torch.nn.Module]:
+        """Every network this stage trains, by name."""
+        return {n: m for n, m in self.nets.items() if m is not None}
+
+    def live_optimisers(self) -> Dict[str, torch.optim.Optimizer]:
+        return {n: o for n, o in self.optimisers.items() if o is not None}
 
     def autocast(self):
         if not self.use_amp:
@@ -188,9 +163,8 @@ class Trainer:
 
     def check_gradients(self) -> None:
         """A finite loss can still give Inf/NaN gradients: refuse them before any step."""
-        named = [(f"{tag}.{n}", p.grad) for tag, m in
-                 (("model", self.model), ("disc_main", self.disc_main), ("disc_aux", self.disc_aux))
-                 if m is not None for n, p in m.named_parameters() if p.grad is not None]
+        named = [(f"{tag}.{n}", p.grad) for tag, m in self.modules().items()
+                 for n, p in m.named_parameters() if p.grad is not None]
         if not named:
             return
         grads = [g.detach() for _, g in named]
@@ -210,7 +184,7 @@ class Trainer:
         for d in self._discs():
             d.requires_grad_(True)
         terms = steps.update_discriminators(self, outs_s, outs_t)
-        for name, v in terms.items():  # checked before opt_d.step(): nothing applied yet
+        for name, v in terms.items():  # checked before the optimisers step: nothing applied yet
             if not torch.isfinite(v).all():
                 raise TrainingError(f"{self.stage}: discriminator loss {name!r} is {v.item()} at "
                                     f"iteration {self.iteration + 1}; stopped before updating "
@@ -218,34 +192,40 @@ class Trainer:
         return terms
 
     # ------------------------------------------------------------------ one iteration
+    def train_iteration(self) -> Dict[str, float]:
+        """One iteration at the stage's scheduled learning rate; what ``fit`` and the speed
+        benchmark run. Returns the loss terms and statistics, plus ``lr_factor``."""
+        at = self.lr_offset + self.iteration
+        factors = [set_poly_lr(o, at, self.lr_total, self.cfg.optim.power)
+                   for o in self.live_optimisers().values()]
+        out = self.step()
+        self.iteration += 1
+        return {**out, "lr_factor": factors[0]}
+
+    def _inputs(self, i: int):
+        """The batches of iteration ``i`` the stage's step takes, in declared order."""
+        out = []
+        for spec in self.spec.inputs:
+            domain, labelled = methods.INPUTS[spec]
+            x, y = self._batch(self.source if domain == "source" else self.target, domain, i, labelled)
+            out += [x, y] if labelled else [x]
+        return out
+
     def step(self) -> Dict[str, float]:
+        """One iteration at the current learning rates (``train_iteration`` sets them)."""
         i = self.iteration
         for m in self._modules():
             m.train()
-        self.opt.zero_grad(set_to_none=True)
-        if self.opt_d is not None:
-            self.opt_d.zero_grad(set_to_none=True)
-        for d in self._discs():
-            d.requires_grad_(False)  # generator step must not train D
+        for o in self.live_optimisers().values():
+            o.zero_grad(set_to_none=True)
         self.stats = {}
-        if self.stage == "oracle":
-            xt, yt = self._batch(self.target, "target", i, labelled=True)
-            terms = steps.supervised_step(self, xt, yt)
-        elif self.kind == "supervised":
-            xs, ys = self._batch(self.source, "source", i, labelled=True)
-            terms = steps.supervised_step(self, xs, ys)
-        else:
-            xs, ys = self._batch(self.source, "source", i, labelled=True)
-            xt, _ = self._batch(self.target, "target", i, labelled=False)
-            fn = steps.advent_step if self.kind == "advent" else steps.mpscl_step
-            terms = fn(self, xs, ys, xt)
+        terms = self.step_fn(self, *self._inputs(i))
         self.dist.average_gradients(self.model.parameters())
         self.dist.average_gradients(p for d in self._discs() for p in d.parameters())
         self._terms = terms
         self.check_gradients()
-        self.opt.step()
-        if self.opt_d is not None:
-            self.opt_d.step()
+        for o in self.live_optimisers().values():
+            o.step()
         out = {k: float(v.detach()) for k, v in terms.items()}
         out.update(self.stats)
         return self.dist.mean_over_ranks(out)  # several ranks: the global batch's values
@@ -256,24 +236,18 @@ class Trainer:
             "method": self.method, "stage": self.stage, "iteration": self.iteration,
             "config": self.cfg.to_dict(), "classes": self.classes, "label_values": self.label_values,
             "axis": self.axis,
-            "model": self.model.state_dict(),
-            "disc_main": self.disc_main.state_dict() if self.disc_main is not None else None,
-            "disc_aux": self.disc_aux.state_dict() if self.disc_aux is not None else None,
-            "opt": self.opt.state_dict(),
-            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            **{n: (m.state_dict() if m is not None else None) for n, m in self.nets.items()},
+            **{n: (o.state_dict() if o is not None else None) for n, o in self.optimisers.items()},
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
             "rng_torch": torch.get_rng_state(),
             "world_size": self.dist.world_size,
         }
 
     def load_state_dict(self, s: Dict) -> None:
-        self.model.load_state_dict(s["model"])
-        for name in ("disc_main", "disc_aux"):
-            if getattr(self, name) is not None:
-                getattr(self, name).load_state_dict(s[name])
-        self.opt.load_state_dict(s["opt"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(s["opt_d"])
+        for name, part in (*self.modules().items(), *self.live_optimisers().items()):
+            if s.get(name) is None:
+                raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no {name!r}")
+            part.load_state_dict(s[name])
         if s.get("prototypes") is not None:
             self.prototypes = s["prototypes"].float().to(self.device)
         torch.set_rng_state(s["rng_torch"])
@@ -293,8 +267,8 @@ class Trainer:
         if not path.is_file():
             return False
         s = load_checkpoint(path, map_location="cpu")
-        from ..config import diff_configs
-        diff = [k for k in diff_configs(s.get("config", {}), self.cfg.to_dict()) if k not in RUNTIME_KEYS]
+        old = without_retired(s.get("config") or {})
+        diff = [k for k in diff_configs(old, self.cfg.to_dict()) if k not in RUNTIME_KEYS]
         if diff or s.get("stage") != self.stage:
             raise TrainingError(
                 f"{path}: cannot resume: it was written by a different configuration "
@@ -335,12 +309,8 @@ class Trainer:
         try:
             t0 = time.perf_counter()
             while self.iteration < self.iters:
-                at = self.lr_offset + self.iteration
-                lr = set_poly_lr(self.opt, at, self.lr_total, self.cfg.optim.power)
-                if self.opt_d is not None:
-                    set_poly_lr(self.opt_d, at, self.lr_total, self.cfg.optim.power)
-                terms = self.step()
-                self.iteration += 1
+                terms = self.train_iteration()
+                lr = terms.pop("lr_factor")
                 if self.iteration % self.cfg.train.log_every == 0 or self.iteration == self.iters:
                     rec = {"iter": self.iteration, "stage": self.stage,
                            "lr": self.cfg.optim.lr * lr, **terms,

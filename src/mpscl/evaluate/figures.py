@@ -367,7 +367,7 @@ def tsne_before_after(ckpt_before: PathLike, ckpt_after: PathLike, source, targe
 
     Target labels only colour the points; they choose nothing.
     """
-    from ..adapt.checkpoint import load_model
+    from ..checkpoint import load_model
     xs, ys = _slices_of(source, max_slices, seed)
     xt, yt = _slices_of(target, max_slices, seed + 1)
     panels = []
@@ -383,7 +383,7 @@ def tsne_before_after(ckpt_before: PathLike, ckpt_after: PathLike, source, targe
 def overlays_for_case(checkpoint: PathLike, dataset, case: str, path: PathLike, n_slices: int = 4,
                       batch_size: int = 16) -> Path:
     """Prediction vs ground truth on ``n_slices`` slices of one case (those with most foreground)."""
-    from ..adapt.checkpoint import load_model
+    from ..checkpoint import load_model
     from .inference import predict_volume
     model, meta = load_model(checkpoint)
     d = dataset.case(case)

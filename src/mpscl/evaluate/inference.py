@@ -13,14 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Device = Union[str, torch.device, None]
-
-
-def resolve_device(device: Device = "auto") -> torch.device:
-    """``"auto"``/None -> ``cuda`` when available, else ``cpu``; anything else as given."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from ..runtime import Device, resolve_device  # noqa: F401  (re-exported)
 
 
 def _autocast(device: torch.device, amp: bool):

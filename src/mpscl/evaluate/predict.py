@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..adapt import checkpoint as checkpoint_io
+from .. import checkpoint as checkpoint_io
 from ..data import read_nifti, write_label_nifti
 from ..data.prepare import normalise, resize_slices, to_slices
 from .errors import EvaluateError

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..adapt import checkpoint as checkpoint_io
+from .. import checkpoint as checkpoint_io
 from ..fileio import atomic_write_text
 from ..data import PreparedDataset, from_slices
 from .errors import EvaluateError

@@ -1,4 +1,4 @@
-"""Output-space adversarial alignment on entropy maps (AdvEnt; METHOD.md, Losses item 2).
+"""Output-space adversarial alignment on entropy maps (AdvEnt; docs/METHOD.md, Losses item 2).
 
 Domain labels: SOURCE = 0, TARGET = 1. The segmenter is trained to make the
 discriminator call target entropy maps "source"; the discriminator is trained on detached

@@ -1,11 +1,11 @@
-"""Margin preserving contrastive loss, MPCL (METHOD.md, Losses item 4).
+"""Margin preserving contrastive loss, MPCL (docs/METHOD.md, Losses item 4).
 
 Every pixel feature is contrasted with the K category prototypes: its own class's cosine
 gets an additive angular margin, the other classes are negatives. Two variants:
 
-* ``variant="paper"`` (default): the formula of the paper / METHOD.md, one stable
+* ``variant="paper"`` (default): the formula of the paper / docs/METHOD.md, one stable
   log-softmax over ``[cos(theta_y + m), cos_k (k != y)] / T``.
-* ``variant="authors"``: what the authors' released code computes (METHOD.md, Traps):
+* ``variant="authors"``: what the authors' released code computes (docs/METHOD.md, Traps):
   the margin logit ``phi_k`` for every class, the positive shifted by ``max_k phi_k/T`` and
   the negatives by ``max_k cos_k/T`` (both shifts detached, as in their code, so the
   gradient is theirs too), and ``+1e-4`` inside the log. The separate shifts mostly

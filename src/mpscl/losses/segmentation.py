@@ -1,4 +1,4 @@
-"""Supervised segmentation losses on the source domain (METHOD.md, Losses item 1).
+"""Supervised segmentation losses on the source domain (docs/METHOD.md, Losses item 1).
 
 ``segmentation_loss = weighted_cross_entropy + dice_loss``, both computed from raw logits.
 All functions are pure functions of tensors; they run on any device, accept float32 and
@@ -160,7 +160,7 @@ def segmentation_loss(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1,
     counts: Optional[torch.Tensor] = None, world_size: int = 1,
 ) -> torch.Tensor:
-    """``weighted_cross_entropy + dice_loss`` (METHOD.md Losses item 1) for one output head.
+    """``weighted_cross_entropy + dice_loss`` (docs/METHOD.md Losses item 1) for one output head.
 
     Args: logits (B,K,H,W), labels (B,H,W) int64; ``counts``/``world_size`` as in
     :func:`weighted_cross_entropy` (the per-sample Dice needs no correction: with equal

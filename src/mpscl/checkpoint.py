@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ..fileio import atomic_write, atomic_write_text  # noqa: F401  (re-exported)
+from .fileio import atomic_write, atomic_write_text  # noqa: F401  (re-exported)
 
 FORMAT = "mpscl-checkpoint"
 VERSION = 1
@@ -72,8 +72,8 @@ def load_model(path: str | Path, device: Any = "cpu") -> Tuple[torch.nn.Module, 
     Returns ``(model in eval mode on device, checkpoint dict)``; the dict holds ``config``
     (plain dict), ``classes`` (names, background first) and ``label_values`` (raw values).
     """
-    from ..config import config_from_dict
-    from ..models import build_segmenter
+    from .config import config_from_dict
+    from .models import build_segmenter
 
     ckpt = load_checkpoint(path)
     if "model" not in ckpt or "config" not in ckpt:

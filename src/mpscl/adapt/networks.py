@@ -1,0 +1,36 @@
+"""Builders a stage declares (see ``mpscl.methods``): its extra networks and its optimisers."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+
+from ..models import build_discriminator
+
+
+def discriminator_main(cfg, num_classes: int) -> Optional[torch.nn.Module]:
+    """AdvEnt's discriminator of the main output's entropy map (off: ``loss.adversarial``)."""
+    return build_discriminator(cfg.model, num_classes) if cfg.loss.adversarial else None
+
+
+def discriminator_aux(cfg, num_classes: int) -> Optional[torch.nn.Module]:
+    """The same for the auxiliary output, when the segmenter has one."""
+    if not (cfg.loss.adversarial and cfg.model.multi_level):
+        return None
+    return build_discriminator(cfg.model, num_classes)
+
+
+def segmenter_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
+    """DeepLab's SGD; the heads at ``optim.head_lr_mult`` times the backbone's rate."""
+    o, (model,) = cfg.optim, modules
+    return torch.optim.SGD(model.param_groups(o.lr, o.head_lr_mult), lr=o.lr,
+                           momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def discriminator_adam(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=o.lr_d,
+                           betas=tuple(o.betas_d))
+    for g in opt.param_groups:
+        g["initial_lr"] = o.lr_d
+    return opt

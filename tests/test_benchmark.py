@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mpscl.benchmark import VARIANTS, plan, summarise
+from mpscl.bench.compare import VARIANTS, plan, summarise
 
 
 def _metrics(path, dice, commit="abc1234"):
@@ -72,7 +72,7 @@ def test_variants_are_compared_with_mpscl_seed_by_seed(tmp_path):
     assert c["seeds"] == [1, 2] and c["diff_per_seed"] == pytest.approx([-2.0, 3.0])
     assert c["mean_diff"] == pytest.approx(0.5)
     assert "- mpscl-no-margin: +0.5 (seeds 1, 2: -2.0, +3.0)" in (tmp_path / "summary.md").read_text()
-    from mpscl.benchmark import _signed
+    from mpscl.bench.compare import _signed
     assert [_signed(d) for d in (-0.04, 0.04, -0.06, 1.25)] == ["0.0", "0.0", "-0.1", "+1.2"]
 
 
@@ -95,7 +95,7 @@ def test_seed_lists_from_the_command_line():
 
 
 def test_ct2mr_suite_uses_the_papers_ct2mr_settings_under_the_ablations():
-    from mpscl.benchmark import suite_settings
+    from mpscl.bench.compare import suite_settings
     from mpscl.config import build_config
     st = [suite_settings("phantom-ct2mr")]
     cfg = build_config("cpu", st)
@@ -115,7 +115,7 @@ def _cases(path, per_case):
 
 
 def test_paired_case_comparison_hand_values(tmp_path):
-    from mpscl.benchmark import paired_cases
+    from mpscl.bench.compare import paired_cases
     _cases(tmp_path / "mpscl" / "seed1", [60, 70, 80, 50, 40])
     _cases(tmp_path / "mpscl" / "seed2", [62, 72, 82, 52, 42])
     _cases(tmp_path / "advent" / "seed1", [59, 68, 77, 46, 35])

@@ -89,7 +89,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_bench_speed(args) -> None:
-    from .bench import bench_speed, summary_lines, write_result
+    from .bench.speed import bench_speed, summary_lines, write_result
     from .config import build_config
     sets = list(args.sets) + ([f"train.device={args.device}"] if args.device else [])
     cfg = build_config(args.preset, args.config, sets)
@@ -118,7 +118,7 @@ def _seed_list(spec: str, flag: str):
 
 def cmd_benchmark(args) -> None:
     from pathlib import Path
-    from .benchmark import run_benchmark
+    from .bench.compare import run_benchmark
     seeds, vseeds = _seed_list(args.seeds, "--seeds"), _seed_list(args.variant_seeds, "--variant-seeds")
     for suite in args.suite or ["mscmrseg19"]:
         results = Path(args.results) / suite.replace("-", "_")

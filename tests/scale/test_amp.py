@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpscl import bench
+from mpscl.bench import speed as bench
 from mpscl.adapt import steps
 from mpscl.runtime import native_bf16, use_bf16
 from mpscl.config import build_config

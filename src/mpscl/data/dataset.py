@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError
-from .store import read_manifest
+from .prepared_writer import read_manifest
 
 CaseSpec = Union[None, str, Iterable[str]]
 

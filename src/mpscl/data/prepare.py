@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .errors import DataError
 from .io import read_nifti
 from .labelmap import LabelMap, parse_class_map
-from .store import CaseArrays, check_case_id, write_dataset
+from .prepared_writer import CaseArrays, check_case_id, write_dataset
 
 NORMALISATION = "per volume: clip to [p0.5, p99.5], then linear map to [-1, 1]"
 RESIZE = ("in-plane to size x size: image bilinear (antialiased, align_corners=False), "

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DataError
 from .prepare import find_cases, natural_key, resize_slices
-from .store import CaseArrays, check_case_id, write_dataset
+from .prepared_writer import CaseArrays, check_case_id, write_dataset
 from .tfrecord import read_examples
 
 CLASSES = ["background", "MYO", "LAC", "LVC", "AA"]

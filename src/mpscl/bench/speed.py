@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .config import Config
+from ..config import Config
 
 MODES = ("fp32", "default", "bf16")
 LR_SCALE = 1e-3  # see build_trainer
@@ -99,8 +99,8 @@ def mode_config(cfg: Config, mode: str) -> Config:
 
 def build_trainer(cfg: Config, device: torch.device, out_dir: Path, lr_scale: float = LR_SCALE):
     """An ``mpscl``-stage Trainer on synthetic data (prototypes random, weights from the seed)."""
-    from .adapt.trainer import Trainer
-    from .models.resnet import ARCHS
+    from ..adapt.trainer import Trainer
+    from ..models.resnet import ARCHS
     kind, _ = ARCHS[cfg.model.backbone]
     feat = cfg.model.width * 8 * (1 if kind == "basic" else 4)
     n = max(2 * cfg.data.batch_size, 8)
@@ -126,7 +126,7 @@ def _calibrate_frozen_bn(t) -> None:
     the benchmark runs finite numbers (NaN/Inf arithmetic may take other code paths); the
     cost of the iteration does not depend on the weights' values.
     """
-    from .models import FrozenBatchNorm2d
+    from ..models import FrozenBatchNorm2d
     frozen = [m for m in t.model.modules() if isinstance(m, FrozenBatchNorm2d)]
     if not frozen:
         return
@@ -228,7 +228,7 @@ def bench_speed(cfg: Config, preset: str, *, iters: int = 10, rounds: int = 3, w
     every round runs ``iters`` timed iterations of each mode in turn (fp32, default, bf16,
     fp32, ...). ``it_per_s`` is the median over rounds.
     """
-    from .runtime import machine_info, resolve_device, use_bf16
+    from ..runtime import machine_info, resolve_device, use_bf16
     if iters < 1 or rounds < 1 or warmup < 1:
         raise ValueError("iters, rounds and warmup must be >= 1")
     modes = list(modes)

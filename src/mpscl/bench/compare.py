@@ -26,8 +26,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import methods
-from .config import build_config, preset_layer
+from .. import methods
+from ..config import build_config, preset_layer
 
 SHARED = Path("../shared/data")  # relative to the repository root, where the benchmark is run
 
@@ -63,7 +63,7 @@ def main_methods() -> List[str]:
 
 
 def _machine() -> str:
-    from .runtime import machine_line
+    from ..runtime import machine_line
     return machine_line()
 
 
@@ -71,7 +71,7 @@ def _git_commit() -> Optional[str]:
     """HEAD, with ``+dirty`` when the package's tree has uncommitted changes."""
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+                              cwd=Path(__file__).parents[1], check=True).stdout.strip()
     try:
         head = git("rev-parse", "--short", "HEAD")
         return head + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
@@ -81,7 +81,7 @@ def _git_commit() -> Optional[str]:
 
 def prepare_suite(suite: str, work: Path, size: int, data_root: Path = SHARED) -> Dict[str, Path]:
     """Prepared source/target datasets of a suite under ``work/data`` (made once)."""
-    from .data import prepare_dataset, write_phantom
+    from ..data import prepare_dataset, write_phantom
     out = work / "data"
     if suite == "mscmrseg19":
         root = data_root / "mscmrseg19"
@@ -118,8 +118,8 @@ def plan(seeds: List[int], variant_seeds: List[int]) -> List[Dict]:
 def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], variant_seeds: List[int],
                   preset: str = "cpu", sets: Optional[List[str]] = None, only: Optional[List[str]] = None,
                   data_root: Path = SHARED) -> Dict:
-    from .adapt.pipeline import train
-    from .evaluate import evaluate_checkpoint
+    from ..adapt.pipeline import train
+    from ..evaluate import evaluate_checkpoint
 
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r} (choose from {', '.join(SUITES)})")
@@ -223,8 +223,8 @@ def _paired_seeds(a: Dict, b: Dict) -> Optional[Dict]:
 
 def summarise(results: Path, suite: str) -> Dict:
     """summary.json / summary.md / dice_per_method.png from every run's metrics.json."""
-    from .evaluate import figures
-    from .fileio import atomic_write_text
+    from ..evaluate import figures
+    from ..fileio import atomic_write_text
     methods: Dict[str, Dict] = {}
     order = main_methods() + list(VARIANTS)
     for name in order:

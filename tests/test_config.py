@@ -84,3 +84,31 @@ def test_margin_upper_bound_is_open():
     build_config("cpu", sets=[f"mpscl.margin_src={math.pi - 1e-6}"])
     with pytest.raises(ConfigError):
         build_config("cpu", sets=[f"mpscl.margin_src={math.pi}"])
+
+
+def test_presets_inherit_from_their_base():
+    from mpscl.config import preset_layer
+    layer = preset_layer("paper-ct2mr")
+    assert "base" not in layer and layer["model"] == {"discriminator": "patchgan"}
+    ct2mr, mr2ct = load_preset("paper-ct2mr").to_dict(), load_preset("paper-mr2ct").to_dict()
+    assert diff_configs(ct2mr, mr2ct) == ["model.discriminator", "mpscl.margin_src", "mpscl.temp_src"]
+
+
+def test_type_checks_come_from_the_type_hints():
+    cfg = build_config("cpu", sets=["optim.betas_d=[0.5, 0.9]", "model.imagenet_init=null", "train.amp=off"])
+    assert cfg.optim.betas_d == (0.5, 0.9) and cfg.model.imagenet_init is None and cfg.train.amp == "off"
+    for item, msg in [("optim.betas_d=[0.5]", "Tuple"), ("model.imagenet_init=3", "str"),
+                      ("data.size=1.5", "int"), ("loss.adversarial=1", "bool")]:
+        with pytest.raises(ConfigError, match=msg):
+            build_config("cpu", sets=[item])
+
+
+def test_retired_keys_old_runs_load_new_settings_refuse(tmp_path):
+    from mpscl.adapt.pipeline import _check_run_config
+    old = build_config("cpu").to_dict()
+    old["train"].update(val_every=0, val_fraction=0.0)  # what runs before the registry saved
+    assert config_from_dict(old).to_dict() == build_config("cpu").to_dict()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old) + "method: mpscl\n")
+    _check_run_config(tmp_path, build_config("cpu"), "mpscl")  # the old run folder is accepted
+    with pytest.raises(ConfigError, match="retired"):
+        build_config("cpu", sets=["train.val_every=5"])

@@ -1,9 +1,12 @@
 """``mpscl demo --quick``: the README's main job, end to end, in miniature."""
 import json
 
+import pytest
+
 from mpscl.cli import main
 
 
+@pytest.mark.slow
 def test_demo_quick_writes_a_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a method on prepared source/target datasets")
     p.add_argument("--source", required=True, help="prepared labelled source dataset")
     p.add_argument("--target", required=True, help="prepared target dataset (labels unused except by oracle)")
-    p.add_argument("--method", default="mpscl", choices=methods.method_names())
+    p.add_argument("--method", default="mpscl", choices=methods.method_names(),
+                   help="; ".join(f"{n}: {methods.get_method(n).help}" for n in methods.method_names()))
     p.add_argument("--out", required=True, help="run folder (resumes automatically when it holds a checkpoint)")
     p.add_argument("--stage", choices=methods.all_stage_names(),
                    help="run one stage of a multi-stage method (mpscl: warmup, prototypes, mpscl)")

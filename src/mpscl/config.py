@@ -156,7 +156,10 @@ def _plain(obj: Any) -> Any:
 
 
 def _type_name(t: Any) -> str:
-    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+    """``int``, ``Optional[str]``, ``Tuple[float, float]``: as the field declares it."""
+    if typing.get_origin(t) is None and hasattr(t, "__name__"):
+        return t.__name__
+    return str(t).replace("typing.", "")
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field, ftype: Any, where: str) -> Any:

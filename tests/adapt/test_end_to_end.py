@@ -10,6 +10,8 @@ from mpscl.adapt.pipeline import train
 from mpscl.adapt.trainer import TrainingError
 from mpscl.config import build_config
 
+pytestmark = pytest.mark.slow  # every test here trains (seconds each)
+
 TINY = ["data.size=48", "data.batch_size=2", "train.iters=3", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=0", "train.threads=1"]
 

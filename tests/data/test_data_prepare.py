@@ -222,6 +222,7 @@ def test_prepare_real_mscmrseg_subset(tmp_path, mscmrseg_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("seq,cases,slices", [("C0", 35, 391), ("LGE", 45, 686)])
+@pytest.mark.slow
 def test_prepare_real_mscmrseg_full(tmp_path, mscmrseg_dir, seq, cases, slices):
     # the whole published set, as the benchmark prepares it: every case paired, no slice lost
     man = prepare_dataset(str(mscmrseg_dir / seq / f"patient{{case}}_{seq}.nii.gz"),

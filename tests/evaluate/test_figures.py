@@ -66,6 +66,7 @@ def test_dice_bars_mean_group_is_drawn(monkeypatch, tmp_path):
     assert h["b"][:2] == [40.0, 60.0]
 
 
+@pytest.mark.slow
 def test_training_curves_from_jsonl(tmp_path):
     log = tmp_path / "log.jsonl"
     lines = []
@@ -81,6 +82,7 @@ def test_training_curves_from_jsonl(tmp_path):
     _check_png(training_curves([json.loads(x) for x in lines], tmp_path / "curves2.png"))
 
 
+@pytest.mark.slow
 def test_collect_features_and_tsne(tmp_path):
     rng = np.random.default_rng(0)
     src_ids = blob_labels((4, 32, 32), [(2, 10, 10), (2, 22, 20), (2, 12, 24)], [(3, 6, 6), (3, 6, 6), (3, 5, 5)])

@@ -2,6 +2,7 @@ import math
 import time
 from importlib.metadata import version
 
+import medpy.metric.binary as mb  # a dev dependency: missing is a failure, not a skip
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
@@ -10,8 +11,6 @@ from mpscl.evaluate import assd, dice, score_case
 from mpscl.evaluate.metrics import _assd_pair
 
 from evaluate_helpers import blob_labels
-
-mb = pytest.importorskip("medpy.metric.binary")
 
 MEDPY_POOLS = tuple(int(v) for v in version("medpy").split(".")[:2]) >= (0, 5)
 
@@ -136,6 +135,7 @@ def test_score_case_per_class_and_empty_cases():
         score_case(pred + 4, gt, classes)
 
 
+@pytest.mark.slow
 def test_scoring_a_full_volume_is_fast():
     shape = (256, 256, 200)
     centres = [(100, 100, 100), (150, 120, 90), (120, 160, 110), (90, 140, 60)]

@@ -5,19 +5,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from mpscl.checkpoint import save_checkpoint
+from mpscl.config import Config
 from mpscl.evaluate import evaluate_checkpoint, predict_files
+from mpscl.models import build_segmenter
 
 from evaluate_helpers import CLASSES, LABEL_VALUES, blob_labels, make_dataset
 
 
 @pytest.fixture
 def real_checkpoint(tmp_path):
-    try:
-        from mpscl.checkpoint import save_checkpoint
-        from mpscl.config import Config
-        from mpscl.models import build_segmenter
-    except ImportError as e:  # the models package is still being written
-        pytest.skip(f"models not available: {e}")
     cfg = Config()
     cfg.model.backbone, cfg.model.width, cfg.model.input_mode = "resnet18", 8, "plain"
     cfg.data.size = 32

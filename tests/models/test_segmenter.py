@@ -7,6 +7,7 @@ from mpscl.models import Segmenter, build_segmenter
 from mpscl.models.deeplabv2 import CAFFE_MEAN_BGR, ASPPClassifier
 
 
+@pytest.mark.slow
 def test_resnet101_paper_shapes():
     torch.manual_seed(0)
     model = Segmenter(5).eval()  # resnet101, width 64, multi-level, caffe input

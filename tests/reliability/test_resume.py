@@ -17,6 +17,7 @@ import torch
 
 from mpscl.checkpoint import load_checkpoint
 from mpscl.cli import build_parser, main, _build_config
+from mpscl.config import ConfigError
 
 from reliability_helpers import PY, subprocess_env, train_argv
 
@@ -96,6 +97,7 @@ def _compare_runs(ref: Path, run: Path) -> None:
         assert _logged_iters(run / stage / "log.jsonl") == list(range(1, n + 1)), stage
 
 
+@pytest.mark.slow
 def test_sigkill_mid_mpscl_then_resume_is_bit_identical(phantom_sets, reference, tmp_path):
     out = tmp_path / "run"
     p = _start(train_argv(phantom_sets, out), tmp_path / "killed")
@@ -113,6 +115,7 @@ def test_sigkill_mid_mpscl_then_resume_is_bit_identical(phantom_sets, reference,
     _compare_runs(reference, out)
 
 
+@pytest.mark.slow
 def test_sigterm_in_warmup_checkpoints_exits_143_and_resumes(phantom_sets, reference, tmp_path):
     out = tmp_path / "run"
     p = _start(train_argv(phantom_sets, out), tmp_path / "stopped")
@@ -155,7 +158,7 @@ def test_checkpoint_every_flag_sets_the_config():
     args = build_parser().parse_args(["train", "--source", "s", "--target", "t", "--out", "o",
                                       "--preset", "cpu", "--checkpoint-every", "7"])
     assert _build_config(args).train.checkpoint_every == 7 and args.resume is False
-    with pytest.raises(Exception, match="train.checkpoint_every"):
+    with pytest.raises(ConfigError, match="train.checkpoint_every"):
         _build_config(build_parser().parse_args(["train", "--source", "s", "--target", "t",
                                                  "--out", "o", "--checkpoint-every", "-1"]))
 

@@ -50,6 +50,7 @@ def test_amp_modes_resolve():
     assert bench.mode_config(cfg, "bf16").train.amp == "bf16"
 
 
+@pytest.mark.slow
 def test_bf16_run_stays_close_to_fp32_and_keeps_losses_float32(tmp_path):
     """10 MPSCL iterations (tiny model, fixed seed and data) in fp32 and in forced bf16.
 

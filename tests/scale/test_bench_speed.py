@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from mpscl.cli import main
 
 
+@pytest.mark.slow
 def test_bench_speed_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
     threads = torch.get_num_threads()

@@ -34,12 +34,12 @@ def _seg_terms(t, aux, main, labels, prefix: str) -> Terms:
 
 
 def _weighted(t, terms: Terms) -> torch.Tensor:
-    w = t.loss_weights
+    w = loss_weights(t.cfg)
     return sum(w[k] * v for k, v in terms.items() if w.get(k, 0.0) != 0.0)
 
 
 def _freeze_discriminators(t) -> None:
-    """The generator step must not train D (``discriminator_update`` thaws them)."""
+    """The generator step must not train D (``update_discriminators`` thaws them)."""
     for name in ("disc_main", "disc_aux"):
         if t.nets.get(name) is not None:
             t.nets[name].requires_grad_(False)
@@ -58,6 +58,9 @@ def update_discriminators(t, outs_s, outs_t) -> Terms:
     """Discriminators: detached source maps -> 0, target maps -> 1, each term halved."""
     terms = {}
     d_main, d_aux = t.nets.get("disc_main"), t.nets.get("disc_aux")
+    for d in (d_main, d_aux):
+        if d is not None:
+            d.requires_grad_(True)
     pairs = [("d_main", d_main, outs_s[2], outs_t[2])]
     if d_aux is not None and outs_s[1] is not None:
         pairs.append(("d_aux", d_aux, outs_s[1], outs_t[1]))
@@ -69,7 +72,7 @@ def update_discriminators(t, outs_s, outs_t) -> Terms:
             lt = discriminator_loss(disc(entropy_map(pt.detach())), is_target=True)
         lt.backward()
         terms[name] = (ls + lt).detach()
-    return terms
+    return t.check_finite(terms, "discriminator loss")
 
 
 def supervised_step(t, x, y) -> Terms:
@@ -94,7 +97,7 @@ def advent_step(t, xs, ys, xt) -> Terms:
         _, aux_t, main_t = t.model(xt)
         terms.update(_adversarial_terms(t, aux_t, main_t))
     t.backward(terms, _weighted(t, terms))
-    terms.update(t.discriminator_update((feats_s, aux_s, main_s), (None, aux_t, main_t)))
+    terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (None, aux_t, main_t)))
     return terms
 
 
@@ -135,7 +138,7 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
         t.stats["selected"] = sel.float().mean().item()
     t.backward(terms, _weighted(t, terms))                                   # 6
     if t.nets.get("disc_main") is not None:
-        terms.update(t.discriminator_update((feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
+        terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
     return terms
 
 

@@ -24,7 +24,6 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config, diff_configs, without_retired
 from ..models import build_segmenter
 from ..runtime import use_bf16
-from . import steps
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
@@ -77,7 +76,6 @@ class Trainer:
         self.lr_offset, self.lr_total = stage_schedule(budgets, index, spec_method.decay_mode(cfg))
         self.use_amp = use_bf16(cfg.train.amp, device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.loss_weights = steps.loss_weights(cfg)
         self.stats: Dict[str, float] = {}
         self._terms: Dict[str, torch.Tensor] = {}
 
@@ -180,13 +178,12 @@ class Trainer:
             f"(every loss term was finite: {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in self._terms.items())}); "
             f"stopped before updating any weight. {self._last_good()}")
 
-    def discriminator_update(self, outs_s, outs_t) -> Dict[str, torch.Tensor]:
-        for d in self._discs():
-            d.requires_grad_(True)
-        terms = steps.update_discriminators(self, outs_s, outs_t)
-        for name, v in terms.items():  # checked before the optimisers step: nothing applied yet
+    def check_finite(self, terms: Dict[str, torch.Tensor], what: str) -> Dict[str, torch.Tensor]:
+        """Refuse a non-finite term computed after the main backward (e.g. a discriminator
+        loss); checked before any optimiser steps, so nothing has been applied yet."""
+        for name, v in terms.items():
             if not torch.isfinite(v).all():
-                raise TrainingError(f"{self.stage}: discriminator loss {name!r} is {v.item()} at "
+                raise TrainingError(f"{self.stage}: {what} {name!r} is {v.item()} at "
                                     f"iteration {self.iteration + 1}; stopped before updating "
                                     f"any weight. {self._last_good()}")
         return terms

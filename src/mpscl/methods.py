@@ -15,7 +15,7 @@ builds its choices without importing torch; a callable works as well.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 Ref = Union[str, Callable[..., Any]]
@@ -172,10 +172,8 @@ register(Method("source-only", (Stage("source-only", f"{_STEPS}:supervised_step"
                 help="source labels only (lower bound)", benchmark=True))
 register(Method("advent", (ADVENT,), help="entropy-map adversarial alignment", benchmark=True))
 register(Method("mpscl", (
-    Stage("warmup", ADVENT.step, inputs=ADVENT.inputs, networks=ADVENT.networks,
-          optimisers=ADVENT.optimisers, budget="warmup_iters"),
-    Stage("mpscl", f"{_STEPS}:mpscl_step", inputs=("source", "target"), networks=ADVENT.networks,
-          optimisers=ADVENT.optimisers, init_from="warmup", prototypes=True),
+    replace(ADVENT, name="warmup", budget="warmup_iters"),
+    replace(ADVENT, name="mpscl", step=f"{_STEPS}:mpscl_step", init_from="warmup", prototypes=True),
 ), help="AdvEnt warm-up -> prototypes -> margin preserving contrastive learning",
     decay_key="mpscl.schedule", benchmark=True))
 register(Method("oracle", (Stage("oracle", f"{_STEPS}:supervised_step", inputs=("target+labels",)),),

@@ -90,7 +90,7 @@ class Trainer:
             for name, net in self.nets.items():
                 if net is not None and init.get(name) is not None:
                     net.load_state_dict(init[name])
-        for m in self._modules():
+        for m in self.networks().values():
             self.dist.sync_batchnorm(m)  # several ranks: BatchNorm sees the global batch
             m.to(device, memory_format=self.memory_format)
         self.optimisers: Dict[str, Optional[torch.optim.Optimizer]] = {}
@@ -112,16 +112,13 @@ class Trainer:
     def model(self) -> torch.nn.Module:
         return self.nets["model"]
 
-    def _discs(self):
-        """The networks besides the segmenter that exist in this run (e.g. discriminators)."""
-        return [m for n, m in self.nets.items() if n != "model" and m is not None]
-
-    def _modules(self):
-        return [self.model, *self._discs()]
-
-    def modules(self) -> Dict[str, torch.nn.Module]:
-        """Every network this stage trains, by name."""
+    def networks(self) -> Dict[str, torch.nn.Module]:
+        """Every network this stage trains, by name, the segmenter first."""
         return {n: m for n, m in self.nets.items() if m is not None}
+
+    def _others(self):
+        """The networks besides the segmenter (e.g. AdvEnt's discriminators)."""
+        return [m for n, m in self.networks().items() if n != "model"]
 
     def live_optimisers(self) -> Dict[str, torch.optim.Optimizer]:
         return {n: o for n, o in self.optimisers.items() if o is not None}
@@ -161,7 +158,7 @@ class Trainer:
 
     def check_gradients(self) -> None:
         """A finite loss can still give Inf/NaN gradients: refuse them before any step."""
-        named = [(f"{tag}.{n}", p.grad) for tag, m in self.modules().items()
+        named = [(f"{tag}.{n}", p.grad) for tag, m in self.networks().items()
                  for n, p in m.named_parameters() if p.grad is not None]
         if not named:
             return
@@ -211,14 +208,14 @@ class Trainer:
     def step(self) -> Dict[str, float]:
         """One iteration at the current learning rates (``train_iteration`` sets them)."""
         i = self.iteration
-        for m in self._modules():
+        for m in self.networks().values():
             m.train()
         for o in self.live_optimisers().values():
             o.zero_grad(set_to_none=True)
         self.stats = {}
         terms = self.step_fn(self, *self._inputs(i))
         self.dist.average_gradients(self.model.parameters())
-        self.dist.average_gradients(p for d in self._discs() for p in d.parameters())
+        self.dist.average_gradients(p for d in self._others() for p in d.parameters())
         self._terms = terms
         self.check_gradients()
         for o in self.live_optimisers().values():
@@ -241,7 +238,7 @@ class Trainer:
         }
 
     def load_state_dict(self, s: Dict) -> None:
-        for name, part in (*self.modules().items(), *self.live_optimisers().items()):
+        for name, part in (*self.networks().items(), *self.live_optimisers().items()):
             if s.get(name) is None:
                 raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no {name!r}")
             part.load_state_dict(s[name])

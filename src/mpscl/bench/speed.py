@@ -161,7 +161,7 @@ def _state_bytes(t) -> int:
                 seen.add(key)
                 total += x.untyped_storage().nbytes()
 
-    for m in t.modules().values():
+    for m in t.networks().values():
         for p in m.parameters():
             add(p)
             add(p.grad)

@@ -242,7 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         from .data import DataError
         from .adapt.trainer import Interrupted, TrainingError
-        known += (DataError, TrainingError)
+        from .models.pretrained import WeightsError
+        known += (DataError, TrainingError, WeightsError)
     except ImportError:
         Interrupted = None
     try:

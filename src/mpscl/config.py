@@ -38,11 +38,24 @@ class ModelConfig:
     backbone: str = "resnet101"  # resnet101 (paper), resnet50, resnet34, resnet18
     width: int = 64  # channels of the stem; 64 is the standard ResNet
     multi_level: bool = True  # auxiliary head on layer3 (DeepLabv2 multi-level, AdvEnt)
-    input_mode: str = "caffe"  # caffe: [-1,1]->[0,255], BGR, Caffe mean; plain: grey x3
+    # auto: the convention of the imagenet_init weights (caffe without weights);
+    # caffe: [-1,1]->[0,255], BGR, Caffe mean (DeepLab weights); torchvision: [-1,1]->[0,1],
+    # RGB, torchvision's mean/std (torchvision weights); plain: grey x3
+    input_mode: str = "auto"
     imagenet_init: Optional[str] = None  # user-supplied ImageNet weights (.pth/.safetensors)
+    # false: refuse to train a network without imagenet_init (the paper presets); true: a
+    # network without it knowingly starts from random weights (the default of configs that
+    # predate this key, and the CPU preset's)
+    allow_random_init: bool = True
     discriminator: str = "fc"  # fc (AdvEnt, MR->CT) or patchgan (CT->MR)
     disc_width: int = 64
-    freeze_bn: bool = True  # DeepLab keeps BatchNorm statistics fixed
+    # BatchNorm of the backbone (models/batchnorm.py). live: the authors' code (ADVENT's
+    # DeepLabv2): affine frozen, training forwards normalise with the batch's statistics
+    # (source and target batches each with their own) and update the running ones;
+    # frozen: stored statistics, nothing learns; trainable: plain BatchNorm (CPU preset).
+    # Evaluation always uses the running statistics. Old configs' freeze_bn: true/false
+    # is read as frozen/trainable.
+    batchnorm: str = "live"
 
 
 @dataclass
@@ -85,9 +98,12 @@ class MPSCLConfig:
     lambda_src: float = 1.0
     lambda_trg: float = 0.1
     variant: str = "paper"  # paper formula, or "authors" to reproduce their code
-    # LR decay of warm-up + MPSCL: "restart" (authors' code: each stage decays from optim.lr)
-    # or "continue" (one decay over both stages, as a single-stage run of the same budget)
-    schedule: str = "restart"
+    # LR decay of warm-up + MPSCL (adapt/schedule.py): "authors" (their code: the warm-up
+    # decays over train.iters and is stopped at warmup_iters, factor ~0.93 at 4,000 of
+    # 50,000; the MPSCL stage restarts from optim.lr over train.iters), "restart" (each stage
+    # decays from optim.lr over its own length) or "continue" (one decay over both stages,
+    # as a single-stage run of the same budget)
+    schedule: str = "authors"
 
 
 @dataclass
@@ -124,10 +140,11 @@ class Config:
 # --------------------------------------------------------------------------- choices and ranges
 _CHOICES = {
     "model.backbone": ("resnet101", "resnet50", "resnet34", "resnet18"),
-    "model.input_mode": ("caffe", "plain"),
+    "model.input_mode": ("auto", "caffe", "torchvision", "plain"),
+    "model.batchnorm": ("live", "frozen", "trainable"),
     "model.discriminator": ("fc", "patchgan"),
     "mpscl.variant": ("paper", "authors"),
-    "mpscl.schedule": ("restart", "continue"),
+    "mpscl.schedule": ("authors", "restart", "continue"),
     "train.amp": ("auto", "bf16", "off"),
 }
 # key -> (low, high, low inclusive, high inclusive)
@@ -169,6 +186,8 @@ _RANGES = {
 
 # YAML reads on/off/yes/no as booleans; for these string keys they mean a mode
 _BOOL_ALIASES = {"train.amp": {False: "off", True: "bf16"}}
+# keys of older configs (run folders, checkpoints) -> (the key now, its value for theirs)
+_LEGACY_KEYS = {"model.freeze_bn": ("model.batchnorm", {True: "frozen", False: "trainable"})}
 
 
 def _plain(obj: Any) -> Any:
@@ -239,6 +258,8 @@ def _unknown(key: str, where: str) -> ConfigError:
 
 def set_value(cfg: Config, key: str, value: Any, where: str = "--set") -> None:
     """Set dotted ``key`` (e.g. ``mpscl.margin_src``) on ``cfg`` after validating it."""
+    if key in _LEGACY_KEYS and isinstance(value, bool):
+        key, value = _LEGACY_KEYS[key][0], _LEGACY_KEYS[key][1][value]
     parts = key.split(".")
     if len(parts) != 2 or not hasattr(cfg, parts[0]) or parts[0].startswith("_"):
         raise _unknown(key, where)
@@ -338,8 +359,21 @@ def config_from_dict(d: Dict[str, Any], where: str = "checkpoint") -> Config:
     return cfg
 
 
+def upgrade_config_dict(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored config dict as this version writes it: legacy keys mapped (``freeze_bn``),
+    keys it predates at their defaults. Returned unchanged when it does not validate."""
+    try:
+        return config_from_dict(d).to_dict()
+    except (ConfigError, TypeError, AttributeError):
+        return d
+
+
 def diff_configs(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    """Dotted keys whose values differ between two config dicts."""
+    """Dotted keys whose values differ between two config dicts (both read through
+    :func:`upgrade_config_dict` first, so a run folder of an older version compares by
+    what its settings mean)."""
+    if not prefix:
+        a, b = upgrade_config_dict(a), upgrade_config_dict(b)
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)

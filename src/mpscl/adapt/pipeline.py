@@ -13,6 +13,7 @@ RUN/final.pt             the method's final model: what ``evaluate`` and ``predi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Callable, List, Optional, Union
@@ -21,9 +22,11 @@ import torch
 
 from ..config import Config, config_from_dict, diff_configs, load_yaml, METHODS
 from ..data import PreparedDataset, SliceDataset
+from ..models.pretrained import settle_initialisation
 from .checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
 from .distributed import DistContext
 from .prototypes import init_prototypes
+from .provenance import prototypes_fit, warmup_record
 from .trainer import RUNTIME_KEYS, Trainer, TrainingError, resolve_device, use_bf16
 
 MPSCL_STAGES = ("warmup", "prototypes", "mpscl")
@@ -72,6 +75,8 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         raise TrainingError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if stage is not None and (method != "mpscl" or stage not in MPSCL_STAGES):
         raise TrainingError(f"--stage {stage!r}: only mpscl has stages ({', '.join(MPSCL_STAGES)})")
+    fresh = not (method == "mpscl" and (init or stage in ("prototypes", "mpscl")))
+    cfg = dataclasses.replace(cfg, model=settle_initialisation(cfg.model, fresh))  # before any data
     out = Path(out)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
@@ -124,14 +129,14 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
             if not warm.is_file():
                 raise TrainingError(f"{warm}: no warm-up checkpoint; run the warmup stage first or pass --init")
             warm_ckpt = load_checkpoint(warm)
-            if proto_path.is_file():
+            if prototypes_fit(proto_path, warm, warm_ckpt, log):  # made from this warm-up
                 protos = load_checkpoint(proto_path)["prototypes"]
             else:
                 protos = compute_prototypes(warm_ckpt, src_ds, device, cfg, log)
                 protos = dist.broadcast(protos)  # several ranks: rank 0's, bit for bit
                 if dist.is_main:
                     save_checkpoint(proto_path, {"prototypes": protos, "classes": src.classes,
-                                                 "from": str(warm)})
+                                                 **warmup_record(warm, warm_ckpt)})
                 log(f"[prototypes] {tuple(protos.shape)} from {warm} -> {proto_path}")
             if "mpscl" in stages:
                 final = run_stage("mpscl", init_ckpt=warm_ckpt, prototypes=protos)

@@ -53,8 +53,9 @@ class ModelConfig:
     # DeepLabv2): affine frozen, training forwards normalise with the batch's statistics
     # (source and target batches each with their own) and update the running ones;
     # frozen: stored statistics, nothing learns; trainable: plain BatchNorm (CPU preset).
-    # Evaluation always uses the running statistics. Old configs' freeze_bn: true/false
-    # is read as frozen/trainable.
+    # Evaluation always uses the running statistics. Under torchrun (live, trainable) each
+    # domain is normalised with its global batch's statistics over the ranks. Old configs'
+    # freeze_bn: true/false is read as frozen/trainable.
     batchnorm: str = "live"
 
 
@@ -361,7 +362,9 @@ def config_from_dict(d: Dict[str, Any], where: str = "checkpoint") -> Config:
 
 def upgrade_config_dict(d: Dict[str, Any]) -> Dict[str, Any]:
     """A stored config dict as this version writes it: legacy keys mapped (``freeze_bn``),
-    keys it predates at their defaults. Returned unchanged when it does not validate."""
+    keys it predates at their defaults. Returned unchanged when empty or invalid."""
+    if not d:
+        return d
     try:
         return config_from_dict(d).to_dict()
     except (ConfigError, TypeError, AttributeError):

@@ -105,3 +105,11 @@ def test_presets_bn_modes_and_legacy_freeze_bn_key():
     assert diff_configs(old, new) == []
     old["model"]["freeze_bn"] = True  # an old run with frozen BatchNorm is another config
     assert diff_configs(old, new) == ["model.batchnorm"]
+
+
+def test_upgrade_leaves_empty_or_foreign_dicts_alone():
+    from mpscl.config import upgrade_config_dict
+    assert upgrade_config_dict({}) == {}
+    foreign = {"model": {"no_such_key": 1}}
+    assert upgrade_config_dict(foreign) is foreign
+    assert "model" in diff_configs({}, build_config("cpu").to_dict())  # nothing filled in

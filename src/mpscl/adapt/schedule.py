@@ -39,7 +39,8 @@ def stage_schedule(stage: str, warmup_iters: int, iters: int, mode: str):
     if mode not in ("authors", "restart", "continue"):
         raise ValueError(f"unknown schedule mode {mode!r} (authors, restart or continue)")
     if mode == "authors" and stage in ("warmup", "mpscl"):
-        return 0, max(iters, warmup_iters if stage == "warmup" else 0)
+        # both over iters (MAX_ITERS); a warm-up longer than that decays over its own length
+        return 0, (max(iters, warmup_iters) if stage == "warmup" else iters)
     if mode == "continue" and stage in ("warmup", "mpscl"):
         return (0 if stage == "warmup" else warmup_iters), warmup_iters + iters
     return 0, (warmup_iters if stage == "warmup" else iters)

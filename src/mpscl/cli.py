@@ -244,8 +244,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .models.pretrained import WeightsError
     from .runtime import DeviceError
-    known = (ConfigError, CheckpointError, FileNotFoundError, DataError, TrainingError, DeviceError)
+    known = (ConfigError, CheckpointError, FileNotFoundError, DataError, TrainingError, DeviceError,
+             WeightsError)
     try:
         args.fn(args)
     except known as e:

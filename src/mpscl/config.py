@@ -55,13 +55,26 @@ class ModelConfig:
     backbone: str = setting("resnet101", choices=("resnet101", "resnet50", "resnet34", "resnet18"))
     width: int = setting(64, "[8, 256]")  # channels of the stem; 64 is the standard ResNet
     multi_level: bool = True  # auxiliary head on layer3 (DeepLabv2 multi-level, AdvEnt)
-    # caffe: [-1,1]->[0,255], BGR, Caffe mean; plain: grey x3
-    input_mode: str = setting("caffe", choices=("caffe", "plain"))
+    # auto: the convention of the imagenet_init weights (caffe without weights);
+    # caffe: [-1,1]->[0,255], BGR, Caffe mean (DeepLab weights); torchvision: [-1,1]->[0,1],
+    # RGB, torchvision's mean/std (torchvision weights); plain: grey x3
+    input_mode: str = setting("auto", choices=("auto", "caffe", "torchvision", "plain"))
     imagenet_init: Optional[str] = None  # user-supplied ImageNet weights (.pth/.safetensors)
+    # false: refuse to train a network without imagenet_init (the paper presets); true: a
+    # network without it knowingly starts from random weights (the default of configs that
+    # predate this key, and the CPU preset's)
+    allow_random_init: bool = True
     # fc (AdvEnt, MR->CT) or patchgan (CT->MR)
     discriminator: str = setting("fc", choices=("fc", "patchgan"))
     disc_width: int = setting(64, "[4, 512]")
-    freeze_bn: bool = True  # DeepLab keeps BatchNorm statistics fixed
+    # BatchNorm of the backbone (models/batchnorm.py). live: the authors' code (ADVENT's
+    # DeepLabv2): affine frozen, training forwards normalise with the batch's statistics
+    # (source and target batches each with their own) and update the running ones;
+    # frozen: stored statistics, nothing learns; trainable: plain BatchNorm (CPU preset).
+    # Evaluation always uses the running statistics. Under torchrun (live, trainable) each
+    # domain is normalised with its global batch's statistics over the ranks. Old configs'
+    # freeze_bn: true/false is read as frozen/trainable.
+    batchnorm: str = setting("live", choices=("live", "frozen", "trainable"))
 
 
 @dataclass
@@ -106,9 +119,12 @@ class MPSCLConfig:
     lambda_trg: float = setting(0.1, "[0, 1000]")
     # paper formula, or "authors" to reproduce their code
     variant: str = setting("paper", choices=("paper", "authors"))
-    # LR decay of warm-up + MPSCL: "restart" (authors' code: each stage decays from optim.lr)
-    # or "continue" (one decay over both stages, as a single-stage run of the same budget)
-    schedule: str = setting("restart", choices=("restart", "continue"))
+    # LR decay of warm-up + MPSCL (adapt/schedule.py): "authors" (their code: the warm-up
+    # decays over train.iters and is stopped at warmup_iters, factor ~0.93 at 4,000 of
+    # 50,000; the MPSCL stage restarts from optim.lr over train.iters), "restart" (each stage
+    # decays from optim.lr over its own length) or "continue" (one decay over both stages,
+    # as a single-stage run of the same budget)
+    schedule: str = setting("authors", choices=("authors", "restart", "continue"))
 
 
 @dataclass
@@ -145,6 +161,10 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# keys of older configs (run folders, checkpoints) -> (the key now, its value for theirs)
+_LEGACY_KEYS = {"model.freeze_bn": ("model.batchnorm", {True: "frozen", False: "trainable"})}
 
 
 def _plain(obj: Any) -> Any:
@@ -225,6 +245,8 @@ def _unknown(key: str, where: str) -> ConfigError:
 
 def set_value(cfg: Config, key: str, value: Any, where: str = "--set") -> None:
     """Set dotted ``key`` (e.g. ``mpscl.margin_src``) on ``cfg`` after validating it."""
+    if key in _LEGACY_KEYS and isinstance(value, bool):
+        key, value = _LEGACY_KEYS[key][0], _LEGACY_KEYS[key][1][value]
     parts = key.split(".")
     if len(parts) != 2 or not hasattr(cfg, parts[0]) or parts[0].startswith("_"):
         raise _unknown(key, where)
@@ -355,8 +377,23 @@ def config_from_dict(d: Dict[str, Any], where: str = "checkpoint") -> Config:
     return cfg
 
 
+def upgrade_config_dict(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored config dict as this version writes it: legacy keys mapped (``freeze_bn``),
+    keys it predates at their defaults. Returned unchanged when empty or invalid."""
+    if not d:
+        return d
+    try:
+        return config_from_dict(d).to_dict()
+    except (ConfigError, TypeError, AttributeError):
+        return d
+
+
 def diff_configs(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    """Dotted keys whose values differ between two config dicts."""
+    """Dotted keys whose values differ between two config dicts (both read through
+    :func:`upgrade_config_dict` first, so a run folder of an older version compares by
+    what its settings mean)."""
+    if not prefix:
+        a, b = upgrade_config_dict(a), upgrade_config_dict(b)
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)

@@ -74,3 +74,41 @@ def test_sample_generator_is_reproducible_and_distinct():
     assert not torch.equal(a, torch.rand(3, generator=sample_generator(5, 17, 1)))  # next sample
     with pytest.raises(ValueError):
         sample_generator(5, 17, -1)
+
+
+@pytest.mark.parametrize("preset", ["paper-mr2ct", "paper-ct2mr"])
+def test_paper_presets_run_the_authors_schedule(preset):
+    """Their warm-up decays over MAX_ITERS = 50,000 and is stopped at 4,000; MPSCL restarts."""
+    from mpscl.config import build_config
+    cfg = build_config(preset)
+    assert cfg.mpscl.schedule == "authors"
+
+    def authors_lr_factor(i, max_iter=50000, power=0.9):  # their lr_poly, divided by the base LR
+        return (1 - float(i) / max_iter) ** power
+
+    def ours(stage, i):  # MPSCL's stages: warm-up (index 0), MPSCL (index 1)
+        budgets = [cfg.train.warmup_iters, cfg.train.iters]
+        off, tot = stage_schedule(budgets, {"warmup": 0, "mpscl": 1}[stage], cfg.mpscl.schedule)
+        return poly_factor(off + i, tot, cfg.optim.power)
+
+    assert ours("warmup", 0) == authors_lr_factor(0) == 1.0
+    assert ours("warmup", 3999) == pytest.approx(authors_lr_factor(3999), rel=1e-12)
+    assert ours("warmup", 3999) == pytest.approx(0.9277213, abs=1e-7)  # (46001/50000)^0.9
+    assert ours("mpscl", 0) == authors_lr_factor(0) == 1.0
+    assert ours("mpscl", 25000) == pytest.approx(0.5 ** 0.9)
+    # the warm-up's mean factor: 0.96 (the former "restart" mode decayed it to 0.0006, mean 0.53)
+    mean = sum(ours("warmup", i) for i in range(4000)) / 4000
+    assert mean == pytest.approx(0.96391, abs=1e-5)
+    restart = [poly_factor(i, 4000, 0.9) for i in range(4000)]
+    assert restart[-1] == pytest.approx(0.000573, abs=1e-6) and sum(restart) / 4000 == pytest.approx(0.52644, abs=1e-5)
+
+
+def test_authors_schedule_modes_and_cpu_preset_unchanged():
+    from mpscl.config import build_config
+    assert stage_schedule([600, 1200], 0, "authors") == (0, 1200)
+    assert stage_schedule([600, 1200], 1, "authors") == (0, 1200)
+    assert stage_schedule([5, 3], 0, "authors") == (0, 5)  # never past zero mid-warm-up
+    assert stage_schedule([1200], 0, "authors") == (0, 1200)  # a single-stage method
+    cpu = build_config("cpu")
+    assert cpu.mpscl.schedule == "continue"
+    assert stage_schedule([cpu.train.warmup_iters, cpu.train.iters], 1, "continue") == (600, 1800)

@@ -106,7 +106,7 @@ def test_bf16_autocast_channels_last_close_to_fp32():
 
 
 def test_build_segmenter_honours_config():
-    cfg = ModelConfig(backbone="resnet34", width=8, multi_level=False, input_mode="plain", freeze_bn=False)
+    cfg = ModelConfig(backbone="resnet34", width=8, multi_level=False, input_mode="plain", batchnorm="trainable")
     model = build_segmenter(cfg, 3)
     assert model.backbone.depth == "resnet34" and model.backbone.width == 8
     assert model.aux_head is None and model.input_mode == "plain" and not model.backbone.freeze_bn

@@ -10,9 +10,10 @@ Backend: NCCL on CUDA, gloo on CPU.
 A run on N ranks with ``data.batch_size`` B computes what one process computes with batch
 N*B, up to floating-point summation order:
 
-- trainable BatchNorm (``model.freeze_bn: false``, PatchGAN discriminators) normalises with
-  the statistics of the global batch (:class:`DistBatchNorm2d`, which unlike
-  ``torch.nn.SyncBatchNorm`` also runs on CPU/gloo);
+- BatchNorm with batch statistics (``model.batchnorm: trainable`` or ``live``, PatchGAN
+  discriminators) normalises each domain's forward with the statistics of its global
+  batch (:class:`DistBatchNorm2d`, which unlike ``torch.nn.SyncBatchNorm`` also runs on
+  CPU/gloo);
 - the class weights and normaliser of the weighted cross-entropy and the denominator of the
   masked target MPCL average are those of the global batch (counts are all-reduced);
 - augmentation is seeded per global sample position, not per rank;
@@ -88,11 +89,16 @@ class DistBatchNorm2d(nn.BatchNorm2d):
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Make every trainable ``nn.BatchNorm2d`` of ``module`` a :class:`DistBatchNorm2d`, in
-    place (same parameters, buffers and state-dict keys). Frozen BatchNorm (a subclass,
-    always in eval mode) is left alone. Returns ``module``."""
+    """Make every ``nn.BatchNorm2d`` of ``module`` that normalises with batch statistics
+    (trainable, and ``live``: the authors' mode, affine frozen) a :class:`DistBatchNorm2d`,
+    in place (same parameters with the same ``requires_grad``, buffers and state-dict keys):
+    each domain's forward is normalised with the statistics of its GLOBAL batch over the
+    ranks, so N ranks of batch B compute what one process with batch N*B (one GPU, as the
+    authors ran it, when N*B = 4) computes. Frozen BatchNorm (always in eval mode) is left
+    alone. Returns ``module``."""
+    from ..models.batchnorm import LiveBatchNorm2d
     for m in module.modules():
-        if type(m) is nn.BatchNorm2d:
+        if type(m) in (nn.BatchNorm2d, LiveBatchNorm2d):
             m.__class__ = DistBatchNorm2d
     return module
 

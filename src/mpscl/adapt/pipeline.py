@@ -14,6 +14,7 @@ The stages of each method are declared in ``mpscl.methods`` (``mpscl``: warmup (
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Callable, Dict, Optional, Union
@@ -24,9 +25,11 @@ from .. import methods
 from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
 from ..config import Config, config_from_dict, diff_configs, load_yaml, without_retired
 from ..data import PreparedDataset, SliceDataset
+from ..models.pretrained import settle_initialisation
 from ..runtime import DeviceError, resolve_device, use_bf16
 from .distributed import DistContext
 from .prototypes import init_prototypes
+from .provenance import prototypes_fit, warmup_record
 from .trainer import RUNTIME_KEYS, Trainer, TrainingError
 
 
@@ -79,6 +82,10 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         raise TrainingError(f"--stage {stage!r}: " + (
             f"the stages of {method} are {', '.join(spec.stage_names())}" if len(spec.stages) > 1
             else f"{method} has one stage; methods with stages: {', '.join(multi)}"))
+    # does the segmenter start from its initialisation (not from an earlier stage's checkpoint)?
+    stage_names = [s.name for s in spec.stages]
+    fresh = init is None and (stage is None or (stage in stage_names and spec.stage(stage).init_from is None))
+    cfg = dataclasses.replace(cfg, model=settle_initialisation(cfg.model, fresh))  # before any data
     out = Path(out)
     try:
         device = resolve_device(cfg.train.device)
@@ -151,14 +158,15 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
 
 
 def _prototypes(path: Path, start, start_path: Path, src_ds, device, cfg, dist, log) -> torch.Tensor:
-    """The prototypes a stage starts from: ``RUN/prototypes.pt``, computed once."""
-    if path.is_file():
+    """The prototypes a stage starts from: ``RUN/prototypes.pt``, computed once per warm-up
+    (recomputed, or the run refused, when the file came from another one: provenance.py)."""
+    if prototypes_fit(path, start_path, start, log):
         return load_checkpoint(path)["prototypes"]
     protos = compute_prototypes(start, src_ds, device, cfg, log)
     protos = dist.broadcast(protos)  # several ranks: rank 0's, bit for bit
     if dist.is_main:
         save_checkpoint(path, {"prototypes": protos, "classes": src_ds.prepared.classes,
-                               "from": str(start_path)})
+                               **warmup_record(start_path, start)})
     log(f"[prototypes] {tuple(protos.shape)} from {start_path} -> {path}")
     return protos
 

@@ -30,13 +30,19 @@ def stage_schedule(budgets: Sequence[int], index: int, mode: str):
     """``(offset, total)`` of stage ``index``'s poly decay, given every stage's iterations:
     its LR at local step i is poly(offset + i, total).
 
-    ``restart`` (the MPSCL authors' code): each stage decays from the base rate over its own
-    length. ``continue``: the stages share one decay over their summed budget, so every
-    iteration has the LR a single-stage run of the same total budget would have (MPSCL then
-    differs from AdvEnt only by what it adds). A single stage decays over its own length.
+    ``restart``: each stage decays from the base rate over its own length. ``continue``: the
+    stages share one decay over their summed budget, so every iteration has the LR a
+    single-stage run of the same total budget would have (MPSCL then differs from AdvEnt only
+    by what it adds). ``authors`` (the MPSCL authors' code, the paper presets): every stage
+    decays from the base rate over the LAST stage's budget (their MAX_ITERS, ``train.iters``);
+    the warm-up is stopped at its own budget, so its factor ends near (1 - 4000/50000)^0.9 =
+    0.93, and the MPSCL stage starts again from 1. A stage longer than the last decays over
+    its own length. A single stage decays over its own length in every mode.
     """
-    if mode not in ("restart", "continue"):
-        raise ValueError(f"unknown schedule mode {mode!r} (restart or continue)")
+    if mode not in ("authors", "restart", "continue"):
+        raise ValueError(f"unknown schedule mode {mode!r} (authors, restart or continue)")
     if mode == "continue":
         return sum(budgets[:index]), sum(budgets)
+    if mode == "authors":
+        return 0, max(budgets[index], budgets[-1])
     return 0, budgets[index]

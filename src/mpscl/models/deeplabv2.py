@@ -23,7 +23,10 @@ from .resnet import ResNet
 
 # Caffe ImageNet mean in BGR order, as used by the DeepLab ResNet-101 weights.
 CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67891)
-INPUT_MODES = ("caffe", "plain")
+# torchvision's ImageNet normalisation of RGB in [0, 1], as its ResNet weights expect it.
+TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)
+TORCHVISION_STD_RGB = (0.229, 0.224, 0.225)
+INPUT_MODES = ("caffe", "torchvision", "plain")
 
 
 class ASPPClassifier(nn.Module):
@@ -58,12 +61,18 @@ class Segmenter(nn.Module):
         width: stem channels; 64 is the standard ResNet.
         multi_level: build the auxiliary head on layer3.
         input_mode: ``caffe`` ([-1,1] -> [0,255], BGR, minus Caffe mean: what the DeepLab
-            ImageNet weights expect) or ``plain`` (the grey slice repeated to 3 channels).
-        freeze_bn: BatchNorm uses stored statistics and is not trained (DeepLab).
+            ImageNet weights expect), ``torchvision`` ([-1,1] -> [0,1], RGB, minus
+            torchvision's mean, over its std: what torchvision's ResNet weights expect) or
+            ``plain`` (the grey slice repeated to 3 channels).
+        freeze_bn: BatchNorm uses stored statistics and is not trained (DeepLab); used
+            only when ``batchnorm`` is not given.
+        batchnorm: ``live`` (the authors'), ``frozen`` or ``trainable``; see
+            :mod:`mpscl.models.batchnorm`.
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet101", width: int = 64,
-                 multi_level: bool = True, input_mode: str = "caffe", freeze_bn: bool = True) -> None:
+                 multi_level: bool = True, input_mode: str = "caffe", freeze_bn: bool = True,
+                 batchnorm: Optional[str] = None) -> None:
         super().__init__()
         if input_mode not in INPUT_MODES:
             raise ValueError(f"unknown input_mode {input_mode!r} (available: {', '.join(INPUT_MODES)})")
@@ -72,11 +81,13 @@ class Segmenter(nn.Module):
         self.num_classes = num_classes
         self.input_mode = input_mode
         self.multi_level = multi_level
-        self.backbone = ResNet(backbone, width=width, freeze_bn=freeze_bn)
+        self.backbone = ResNet(backbone, width=width, freeze_bn=freeze_bn, batchnorm=batchnorm)
         self.feature_dim = self.backbone.out_channels
         self.aux_head = ASPPClassifier(self.backbone.mid_channels, num_classes) if multi_level else None
         self.main_head = ASPPClassifier(self.backbone.out_channels, num_classes)
         self.register_buffer("caffe_mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("tv_mean", torch.tensor(TORCHVISION_MEAN_RGB).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("tv_std", torch.tensor(TORCHVISION_STD_RGB).view(1, 3, 1, 1), persistent=False)
 
     def adapt_input(self, x: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) in [-1,1] -> (B,3,H,W) as the backbone's ImageNet weights expect it."""
@@ -85,6 +96,8 @@ class Segmenter(nn.Module):
         x = x.float()
         if self.input_mode == "plain":
             return x.expand(-1, 3, -1, -1).contiguous()
+        if self.input_mode == "torchvision":
+            return ((x + 1.0) * 0.5 - self.tv_mean) / self.tv_std  # [-1,1] -> [0,1], RGB
         x = (x + 1.0) * 127.5  # [-1, 1] -> [0, 255]
         rgb = x.expand(-1, 3, -1, -1)
         # RGB -> BGR as the Caffe weights expect. For a grey slice repeated to 3 channels this

@@ -45,7 +45,13 @@ class InitReport:
 
 
 def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """Read a flat ``{name: tensor}`` dict from ``.pth``/``.pt`` (weights only) or ``.safetensors``."""
+    """Read a flat ``{name: tensor}`` dict from ``.pth``/``.pt`` (weights only) or ``.safetensors``,
+    without a ``module.`` and/or ``Scale.`` prefix shared by every key."""
+    return _strip_prefixes(read_stored_state_dict(path))
+
+
+def read_stored_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """:func:`read_state_dict` with the key prefixes as stored (wrappers removed)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
@@ -82,10 +88,45 @@ def _flatten(obj, path: Path) -> Dict[str, torch.Tensor]:
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise WeightsError(f"{path}: expected a state dict of tensors; non-tensor entries: {_few(map(str, bad))}")
+    return obj
+
+
+def _strip_prefixes(obj: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     for prefix in STRIP_PREFIXES:
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
     return obj
+
+
+def weights_convention(path: Union[str, Path]) -> str:
+    """The input convention the ImageNet weights in ``path`` were trained with.
+
+    ``caffe`` for the caffe-converted DeepLab ResNet-101 (every key prefixed ``Scale.``, or
+    its classifier ``layer5.`` present); ``torchvision`` for a torchvision ResNet (its
+    ``fc.`` classifier or ``num_batches_tracked`` counters present). Raises
+    :class:`WeightsError` when the file shows neither, asking for an explicit choice.
+    """
+    keys = list(read_stored_state_dict(path))
+    if all(k.startswith("module.") for k in keys):
+        keys = [k[len("module."):] for k in keys]
+    if all(k.startswith("Scale.") for k in keys) or any(k.startswith("layer5.") for k in keys):
+        return "caffe"
+    if any(k.startswith("fc.") or k.endswith("num_batches_tracked") for k in keys):
+        return "torchvision"
+    raise WeightsError(
+        f"{path}: cannot tell which input convention these weights expect (no 'Scale.' prefix or "
+        f"'layer5.' classifier as in the DeepLab ResNet-101, no 'fc.' classifier or "
+        f"'num_batches_tracked' as in torchvision's ResNet); set model.input_mode to caffe "
+        f"(0-255, BGR, minus the Caffe mean) or torchvision (RGB mean/std)")
+
+
+def resolve_input_mode(model_cfg) -> str:
+    """``model_cfg.input_mode``, with ``auto`` replaced by the convention of the ImageNet
+    weights in ``model_cfg.imagenet_init`` (``caffe`` without weights: the paper's)."""
+    mode = model_cfg.input_mode
+    if mode != "auto":
+        return mode
+    return weights_convention(model_cfg.imagenet_init) if model_cfg.imagenet_init else "caffe"
 
 
 def _few(keys, n: int = 8) -> str:
@@ -134,3 +175,34 @@ def load_imagenet_init(model: nn.Module, path: Union[str, Path]) -> InitReport:
     backbone.load_state_dict(mapped, strict=False)
     report.loaded = sorted(mapped)
     return report
+
+
+RANDOM_INIT_REFUSED = (
+    "model.imagenet_init is not set, and this configuration trains from ImageNet weights "
+    "(model.allow_random_init: false, as in the paper presets): the published numbers rest on "
+    "them, and a ResNet-101 from random weights does not train like it. Pass "
+    "--set model.imagenet_init=PATH with either the DeepLab ResNet-101 state dict converted "
+    "from Caffe (every key prefixed 'Scale.', e.g. 'Scale.conv1.weight', "
+    "'Scale.layer1.0.bn1.running_mean'; its classifier 'Scale.layer5.*' is skipped; fed "
+    "Caffe-convention input) or a torchvision ResNet-101 state dict ('conv1.weight', "
+    "'layer1.0.bn1.running_mean', 'fc.weight', ...; fed torchvision's RGB mean/std). "
+    "To train from random weights knowingly: --set model.allow_random_init=true")
+
+
+def settle_initialisation(model_cfg, fresh: bool = True):
+    """A copy of ``model_cfg`` fit to train from: ``input_mode`` ``auto`` replaced by the
+    convention of the weights (:func:`resolve_input_mode`), so it is stored as such.
+
+    Raises :class:`WeightsError` with :data:`RANDOM_INIT_REFUSED` when ``fresh`` (the
+    network starts from its initialisation, not from a checkpoint) and neither
+    ``imagenet_init`` nor ``allow_random_init`` is set; and when the weights file is
+    missing or its convention cannot be told.
+    """
+    import copy
+    if fresh and not model_cfg.imagenet_init and not model_cfg.allow_random_init:
+        raise WeightsError(RANDOM_INIT_REFUSED)
+    if model_cfg.imagenet_init and not Path(model_cfg.imagenet_init).is_file():
+        raise WeightsError(f"model.imagenet_init: {model_cfg.imagenet_init}: no such weights file")
+    out = copy.deepcopy(model_cfg)
+    out.input_mode = resolve_input_mode(model_cfg)
+    return out

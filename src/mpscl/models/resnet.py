@@ -19,10 +19,12 @@ Module names follow torchvision (``conv1``, ``bn1``, ``layerN.i.convJ``, ``layer
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple, Type, Union
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
+
+from .batchnorm import FrozenBatchNorm2d, bn_mode_of, norm_layer  # noqa: F401  (re-exported)
 
 # name -> (block kind, blocks per stage)
 ARCHS: Dict[str, Tuple[str, Tuple[int, int, int, int]]] = {
@@ -33,26 +35,7 @@ ARCHS: Dict[str, Tuple[str, Tuple[int, int, int, int]]] = {
 }
 
 
-class FrozenBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm that always normalises with its stored statistics and never learns.
-
-    Its affine parameters have ``requires_grad=False`` and :meth:`train` keeps it in eval
-    mode, so ``model.train()`` on a parent neither updates ``running_mean``/``running_var``
-    nor uses batch statistics (DeepLab's frozen BatchNorm). The state dict is that of
-    ``nn.BatchNorm2d``, so weights load and save interchangeably.
-    """
-
-    def __init__(self, num_features: int, **kwargs) -> None:
-        super().__init__(num_features, **kwargs)
-        self.weight.requires_grad_(False)
-        self.bias.requires_grad_(False)
-        self.training = False
-
-    def train(self, mode: bool = True) -> "FrozenBatchNorm2d":
-        return super().train(False)
-
-
-Norm = Union[Type[nn.BatchNorm2d], Type[FrozenBatchNorm2d]]
+Norm = Type[nn.BatchNorm2d]
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -111,16 +94,20 @@ class ResNet(nn.Module):
 
     ``h = w = ceil(H/8) + 1`` for even ``H`` (33 for 256, 17 for 128). ``out_channels`` is
     C4 and ``mid_channels`` is C3 (2048 and 1024 for the standard ResNet-101).
+    ``batchnorm`` is a mode of :mod:`.batchnorm` (``live``, ``frozen``, ``trainable``);
+    when it is not given, the older ``freeze_bn`` picks ``frozen`` or ``trainable``.
     """
 
-    def __init__(self, depth: str = "resnet101", width: int = 64, freeze_bn: bool = True) -> None:
+    def __init__(self, depth: str = "resnet101", width: int = 64, freeze_bn: bool = True,
+                 batchnorm: Optional[str] = None) -> None:
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"unknown backbone {depth!r} (available: {', '.join(ARCHS)})")
         kind, blocks = ARCHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
-        self.depth, self.width, self.freeze_bn = depth, width, freeze_bn
-        self._norm: Norm = FrozenBatchNorm2d if freeze_bn else nn.BatchNorm2d
+        self.batchnorm = batchnorm or bn_mode_of(freeze_bn)
+        self.depth, self.width, self.freeze_bn = depth, width, self.batchnorm != "trainable"
+        self._norm: Norm = norm_layer(self.batchnorm)
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = self._norm(width)
         self.relu = nn.ReLU(inplace=True)

@@ -85,6 +85,9 @@ def load_model(path: str | Path, device: Any = "cpu") -> Tuple[torch.nn.Module, 
         raise CheckpointError(f"{path}: not a model checkpoint: it needs 'model' (state dict), "
                               "'classes' (names) and 'label_values' (one integer per class)")
     cfg = config_from_dict(ckpt["config"], where=f"{path} (config)")
+    # the trained weights are in the checkpoint: the ImageNet file it started from is not
+    # read (and need not exist on the machine that evaluates); input_mode was stored resolved
+    cfg.model.imagenet_init = None
     model = build_segmenter(cfg.model, num_classes=len(classes))
     mismatch = _state_mismatch(model.state_dict(), ckpt["model"])
     if mismatch:

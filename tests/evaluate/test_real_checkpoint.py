@@ -40,3 +40,16 @@ def test_evaluate_and_predict_with_a_real_checkpoint(tmp_path, real_checkpoint):
     out = predict_files(real_checkpoint, [tmp_path / "in.nii.gz"], tmp_path / "pred", device="cpu", progress=False)
     got = nib.load(out[0])
     assert got.shape == lab.shape and set(np.unique(np.asarray(got.dataobj))) <= set(LABEL_VALUES)
+
+
+def test_a_checkpoint_loads_without_the_imagenet_file_it_started_from(tmp_path, real_checkpoint):
+    """Evaluation machines need not hold the ImageNet weights named in the training config."""
+    from mpscl.checkpoint import load_checkpoint, load_model
+    ckpt = load_checkpoint(real_checkpoint)
+    ckpt["config"]["model"]["imagenet_init"] = str(tmp_path / "gone" / "resnet101.pth")
+    moved = tmp_path / "moved.pt"
+    save_checkpoint(moved, ckpt)
+    model, got = load_model(moved)
+    assert got["config"]["model"]["imagenet_init"].endswith("resnet101.pth")
+    for k, v in model.state_dict().items():
+        assert (v == ckpt["model"][k]).all(), k

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from mpscl.bench.compare import VARIANTS, plan, summarise
+from mpscl.bench.compare import plan, summarise
+from mpscl.bench.rows import VARIANTS, default_rows
 
 
 def _metrics(path, dice, commit="abc1234"):
@@ -77,7 +78,7 @@ def test_variants_are_compared_with_mpscl_seed_by_seed(tmp_path):
 
 
 def test_plan_gives_every_method_and_variant():
-    runs = plan([1, 2, 3], [1])
+    runs = plan(default_rows(), [1, 2, 3], [1])
     names = [(r["name"], r["seed"]) for r in runs]
     assert len(runs) == 4 * 3 + len(VARIANTS)
     assert ("mpscl-no-margin", 1) in names and ("oracle", 3) in names

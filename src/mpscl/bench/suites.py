@@ -39,7 +39,8 @@ class Suite:
 
     @property
     def results_name(self) -> str:
-        return self.name.replace("-", "_")
+        """Its folder under ``--results``: a pair's ``--name``; a built-in suite's, with ``_``."""
+        return self.name.replace("-", "_") if self.data else self.name
 
 
 BUILTIN = {s.name: s for s in (

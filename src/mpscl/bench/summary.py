@@ -138,9 +138,11 @@ def summarise(results: Path, suite: Union[str, Suite], rows: Optional[Sequence[R
         common = sorted(set.intersection(*map(set, by_seed)))
         if common:
             so, orc, mp = (float(np.mean([d[s] for s in common])) for d in by_seed)
-            if orc != so:
+            if orc > so:
                 summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
                 summary["mpscl_gap_closed_seeds"] = common
+            else:  # a share of a negative gap reads as a gain; say there is none
+                summary["no_gap_seeds"] = common
     summary["val_cases"] = suite.val_cases
     if skipped:
         summary["skipped"] = dict(skipped)
@@ -222,6 +224,9 @@ def _markdown(summary: Dict) -> str:
         else:  # "widens it by 0%" read as a loss; say what it is
             gap = f"MPSCL closes none of the source-only -> oracle gap{on} ({g:+.1f}% of the gap)."
         lines += ["", gap]
+    if "no_gap_seeds" in summary:
+        lines += ["", f"The oracle is not above source-only (seeds {', '.join(map(str, summary['no_gap_seeds']))}): "
+                      "there is no source-only -> oracle gap for MPSCL to close."]
     if summary.get("paired"):
         lines.append("")
     for name, c in summary.get("paired", {}).items():

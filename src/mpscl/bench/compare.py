@@ -160,6 +160,25 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _eta(run_its: int, left_its: int, done_its: int, done_s: float) -> str:
+    """ETA of this run and of all left, from the it/s measured over the runs trained so far."""
+    if not done_its or done_s <= 0:
+        return "ETA after the first run"
+    rate = done_its / done_s
+    return (f"ETA {_minutes(run_its / rate)} for this run, {_minutes(left_its / rate)} for all left, "
+            f"at {rate:.2f} it/s measured")
+
+
+def _configure(runs: List[Dict], preset: str, layers: List[Dict], sets: List[str], total: int) -> None:
+    """Each run's ``sets`` and config: the user's, the row's, its seed and the shared budget
+    (built before anything trains, so a bad override stops the benchmark at once)."""
+    for r in runs:
+        r["sets"] = sets + list(r["row"].sets) + [f"train.seed={r['seed']}"]
+        if "warmup_iters" not in methods.get_method(r["method"]).budgets:
+            r["sets"].append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
+        r["cfg"] = build_config(preset, layers, sets=r["sets"], ablations=r["ablations"])
+
+
 def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: List[int],
                   variant_seeds: List[int], preset: str = "cpu", sets: Optional[List[str]] = None,
                   only: Optional[List[str]] = None, data_root: Path = SHARED,
@@ -176,7 +195,8 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
             raise BenchmarkError(f"unknown suite {suite!r} (choose from {', '.join(BUILTIN)})")
         suite = BUILTIN[suite]
     sets = list(sets or []) + ([f"train.device={device}"] if device else [])
-    suite_layers = [s] if (s := suite.settings()) else []
+    settings = suite.settings()
+    suite_layers = [settings] if settings else []
     rows = merge_rows(default_rows(), suite.rows)
     if suite.recommended and suite.recommended not in [r.name for r in rows]:
         raise BenchmarkError(f"recommended row {suite.recommended!r} is not a row")
@@ -196,16 +216,9 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
     skipped = {}
     if not pair["target"].labelled:
         skipped = {r.name: "the target has no labels" for r in rows if methods.get_method(r.method).needs_target_labels}
-    total = base.train.iters + base.train.warmup_iters  # every row's budget
-    runs = []
-    for r in plan(chosen, seeds, variant_seeds):
-        if (only and r["name"] not in only) or r["name"] in skipped:
-            continue
-        r["sets"] = sets + list(r["row"].sets) + [f"train.seed={r['seed']}"]
-        if "warmup_iters" not in methods.get_method(r["method"]).budgets:
-            r["sets"].append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
-        r["cfg"] = build_config(preset, suite_layers, sets=r["sets"], ablations=r["ablations"])  # all checked first
-        runs.append(r)
+    runs = [r for r in plan(chosen, seeds, variant_seeds) if not (only and r["name"] not in only)
+            and r["name"] not in skipped]
+    _configure(runs, preset, suite_layers, sets, base.train.iters + base.train.warmup_iters)
     record = {"name": suite.name, "direction": suite.direction,
               "source": _fingerprint(pair["source"]), "target": _fingerprint(pair["target"]),
               "scored_on": _fingerprint(pair["score"]), "test_cases": pair["test"], "val_cases": pair["val"],
@@ -234,18 +247,17 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
                 log(f"[wait] {r['name']} seed {seed}: needs {init} (run {row.starts_from} first)")
                 continue
         stages = " -> ".join(f"{n} {i} it" for n, i in _stages(row, r["cfg"], bool(init)))
-        left = sum(its[id(q)] for q in todo[todo.index(r):])
-        eta = (f"ETA {_minutes(its[id(r)] * done_s / done_its)} for this run, {_minutes(left * done_s / done_its)} "
-               f"for all left, at {done_its / done_s:.2f} it/s measured" if done_its else "ETA after the first run")
         shared = f" (from {row.starts_from}'s warm-up)" if init else ""
-        log(f"\n[run {k}/{len(runs)}] {suite.name}: {r['name']} seed {seed}: {stages}{shared}; {eta}")
+        left = sum(its[id(q)] for q in todo[todo.index(r):])
+        log(f"\n[run {k}/{len(runs)}] {suite.name}: {r['name']} seed {seed}: {stages}{shared}; "
+            f"{_eta(its[id(r)], left, done_its, done_s)}")
         t0 = time.perf_counter()
         final = train(source, target, r["method"], r["cfg"], run_dir, init=init)
         train_s = time.perf_counter() - t0
         done_its, done_s = done_its + its[id(r)], done_s + train_s
         metrics = evaluate_checkpoint(final, pair["score"].root, res_dir, cases=pair["test"], device=device or "auto")
         info = {"suite": suite.name, "run": r["name"], "method": r["method"], "seed": seed,
-                "ablations": r["ablations"], "preset": preset, "suite_settings": suite.settings(),
+                "ablations": r["ablations"], "preset": preset, "suite_settings": settings,
                 "sets": r["sets"],
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
                 "test_cases": suite.test_cases or "all", "git_commit": commit,

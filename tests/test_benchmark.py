@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from mpscl.bench.compare import VARIANTS, plan, summarise
+from mpscl.bench.compare import plan, summarise
+from mpscl.bench.rows import VARIANTS, default_rows
 
 
 def _metrics(path, dice, commit="abc1234"):
@@ -49,6 +50,17 @@ def test_summary_states_the_gap_in_words(tmp_path, mpscl, words):
     assert words in (tmp_path / "summary.md").read_text()
 
 
+def test_no_gap_when_the_oracle_is_not_above_source_only(tmp_path):
+    # (mpscl - so) / (oracle - so) would read 40% here, a "gain" from a worse MPSCL
+    _metrics(tmp_path / "source-only" / "seed1", {"MYO": 50.0})
+    _metrics(tmp_path / "oracle" / "seed1", {"MYO": 45.0})
+    _metrics(tmp_path / "mpscl" / "seed1", {"MYO": 48.0})
+    s = summarise(tmp_path, "mscmrseg19")
+    assert "mpscl_gap_closed" not in s and s["no_gap_seeds"] == [1]
+    md = (tmp_path / "summary.md").read_text()
+    assert "no source-only -> oracle gap for MPSCL to close" in md and "closes" not in md
+
+
 def test_summary_figure_gets_the_mean_over_seeds(tmp_path, monkeypatch):
     from mpscl.evaluate import figures
     seen = {}
@@ -77,7 +89,7 @@ def test_variants_are_compared_with_mpscl_seed_by_seed(tmp_path):
 
 
 def test_plan_gives_every_method_and_variant():
-    runs = plan([1, 2, 3], [1])
+    runs = plan(default_rows(), [1, 2, 3], [1])
     names = [(r["name"], r["seed"]) for r in runs]
     assert len(runs) == 4 * 3 + len(VARIANTS)
     assert ("mpscl-no-margin", 1) in names and ("oracle", 3) in names

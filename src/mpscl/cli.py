@@ -116,18 +116,44 @@ def _seed_list(spec: str, flag: str):
     return [int(i) for i in ids]
 
 
+def _names(spec):
+    """``"a,b"`` -> ``["a", "b"]``; None stays None (the default)."""
+    return None if spec is None else [n.strip() for n in spec.split(",") if n.strip()]
+
+
 def cmd_benchmark(args) -> None:
+    from dataclasses import replace
     from pathlib import Path
-    from .bench.compare import run_benchmark
+    from .bench.compare import run_benchmark, table
+    from .bench.rows import BenchmarkError, load_rows
+    from .bench.suites import BUILTIN, Suite
     seeds, vseeds = _seed_list(args.seeds, "--seeds"), _seed_list(args.variant_seeds, "--variant-seeds")
-    for suite in args.suite or ["mscmrseg19"]:
-        results = Path(args.results) / suite.replace("-", "_")
+    pair = [args.source, args.target, args.name]
+    if args.suite and any(pair):
+        raise BenchmarkError("--suite or --source/--target/--name, not both")
+    if any(pair) and not all(pair):
+        raise BenchmarkError("a pair of your own needs --source, --target and --name")
+    if args.score and not args.source:
+        raise BenchmarkError("--score goes with --source/--target (the built-in suites are labelled)")
+    if any(pair):
+        suites = [Suite(args.name, f"{Path(args.source).name} -> {Path(args.target).name}",
+                        test_cases=args.test_cases, val_cases=args.val_cases)]
+    else:
+        suites = [BUILTIN[s] for s in args.suite or ["mscmrseg19"]]
+        split = {k: v for k, v in (("test_cases", args.test_cases), ("val_cases", args.val_cases)) if v}
+        suites = [replace(s, **split) for s in suites]
+    if args.rows:
+        rows, rec = load_rows(args.rows)
+        suites = [replace(s, rows=s.rows + tuple(rows), recommended=rec or s.recommended) for s in suites]
+    for suite in suites:
+        results = Path(args.results) / suite.results_name
         s = run_benchmark(suite, results, Path(args.work), seeds, vseeds, preset=args.preset,
-                          sets=args.sets, only=args.only, data_root=Path(args.data_root))
-        print(f"{suite}: {results / 'summary.md'}")
-        for name, m in s["methods"].items():
-            spread = "" if m["dice_std"] is None else f" ({m['dice_std']:.2f})"
-            print(f"  {name:28s} Dice {m['dice_mean']:.2f}{spread}  runs {m['runs']}")
+                          sets=args.sets, only=args.only, data_root=Path(args.data_root),
+                          source=args.source and Path(args.source), target=args.target and Path(args.target),
+                          score=args.score and Path(args.score), methods_sel=_names(args.methods),
+                          variants_sel=_names(args.variants), device=args.device)
+        print(f"\n{suite.name}: {results / 'summary.md'}")
+        print(table(s))
 
 
 def cmd_config(args) -> None:
@@ -163,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_prepare)
 
     p = sub.add_parser("prepare-sifa", help="SIFA/PnP-AdaNet release (TFRecord slices or npz volumes) -> prepared dataset")
-    p.add_argument("inputs", nargs="+", help="TFRecord or npz files (or glob patterns)")
+    p.add_argument("inputs", nargs="+", help="TFRecord or npz files, glob patterns, or the release's folder")
     p.add_argument("--modality", required=True, choices=["ct", "mr"])
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
@@ -219,17 +245,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.json")
     p.set_defaults(fn=cmd_bench_speed)
 
-    p = sub.add_parser("benchmark", help="all methods and ablations, same budget and seeds, on real data or the phantom")
-    p.add_argument("--suite", action="append", choices=["mscmrseg19", "phantom-mr2ct", "phantom-ct2mr"],
-                   help="repeatable (default: mscmrseg19)")
-    p.add_argument("--results", default="benchmarks/results", help="where metrics and summaries go (committed)")
-    p.add_argument("--work", default="bench_work", help="prepared data and run folders (not committed)")
-    p.add_argument("--seeds", default="1,2,3", help="seeds of the four main methods")
-    p.add_argument("--variant-seeds", default="1", help="seeds of the MPSCL ablations and the authors' loss")
+    from .bench.suites import BUILTIN  # light: declarations only
+    p = sub.add_parser("benchmark", help="every method on one source/target pair (your own or a built-in "
+                                        "suite), same budget and seeds: summary, paired statistics, figure",
+                       description="Compare the methods on your own pair: mpscl benchmark --source DIR "
+                                   "--target DIR --name NAME (prepared datasets with the same class map), "
+                                   "or on a built-in suite (--suite).")
+    p.add_argument("--source", help="prepared labelled source dataset (your own pair)")
+    p.add_argument("--target", help="prepared target dataset (your own pair; its labels score the runs)")
+    p.add_argument("--name", help="name of your pair: results go to RESULTS/NAME, runs to WORK/runs/NAME")
+    p.add_argument("--score", metavar="DIR", help="an unlabelled --target: a labelled prepared dataset "
+                                                  "of its test cases to score on")
+    p.add_argument("--suite", action="append", choices=list(BUILTIN),
+                   help="a built-in pair with its case split, repeatable (default without --source: mscmrseg19)")
+    p.add_argument("--test-cases", metavar="SPEC", help="target cases scored, e.g. 6-45 (default: every "
+                                                        "target case not in --val-cases)")
+    p.add_argument("--val-cases", metavar="SPEC", help="target cases that may inform choices, never scored "
+                                                       "(default: none)")
+    p.add_argument("--methods", metavar="A,B", help="main rows to run (default: all: source-only, advent, "
+                                                    "mpscl, oracle and those of --rows)")
+    p.add_argument("--variants", metavar="A,B", help="variant rows to run (MPSCL ablations, the authors' loss): "
+                                                     "names, all or none (default: none; all for --suite)")
+    p.add_argument("--rows", metavar="FILE.yaml", help="extra rows (method + overrides) and a recommended row")
+    p.add_argument("--seeds", default="1,2,3", help="seeds of the main rows (default: %(default)s)")
+    p.add_argument("--variant-seeds", default="1", help="seeds of the variant rows (default: %(default)s)")
     p.add_argument("--only", action="append", help="run only these run names (e.g. mpscl, mpscl-no-margin)")
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
-    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                   help="override one value for every row (repeatable)")
+    p.add_argument("--results", default="benchmarks/results", help="where metrics and summaries go: "
+                                                                   "RESULTS/NAME (default: %(default)s)")
+    p.add_argument("--work", default="bench_work", help="prepared data and run folders (not committed)")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--data-root", default="../shared/data", help="where the built-in suites' data is")
     p.set_defaults(fn=cmd_benchmark)
 
     p = sub.add_parser("config", help="print the effective configuration of a preset + overrides")
@@ -246,8 +294,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .data import DataError
     from .models.pretrained import WeightsError
     from .runtime import DeviceError
+    from .bench.rows import BenchmarkError
+    from .evaluate.errors import EvaluateError
     known = (ConfigError, CheckpointError, FileNotFoundError, DataError, TrainingError, DeviceError,
-             WeightsError)
+             WeightsError, BenchmarkError, EvaluateError)
     try:
         args.fn(args)
     except known as e:

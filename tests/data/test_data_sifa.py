@@ -134,6 +134,15 @@ def test_prepare_sifa_tfrecords_and_npz(tmp_path, sifa_dir):
         prepare_sifa(str(sifa_dir / "example_slice.npz"), "pet", tmp_path / "x")
 
 
+def test_prepare_sifa_takes_the_release_folder(tmp_path, sifa_dir):
+    # `mpscl prepare-sifa FOLDER`, as users type it: the folder's TFRecord files
+    man = prepare_sifa(str(sifa_dir / "training_ct"), "ct", tmp_path / "ct", log=lambda m: None)
+    assert [c["case"] for c in man["cases"]] == ["ct_train_slice0", "image_01"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no .tfrecords or .npz file"):
+        prepare_sifa(str(tmp_path / "empty"), "ct", tmp_path / "x", log=lambda m: None)
+
+
 # ----------------------------------------------------------------------------- damaged files
 def test_corrupt_and_truncated_records_name_file_and_record(tmp_path, sifa_dir):
     good = (sifa_dir / "training_ct" / "image_01.tfrecords").read_bytes()

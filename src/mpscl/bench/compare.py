@@ -1,65 +1,46 @@
-"""``mpscl benchmark``: every method, same backbone, budget and seeds, scored on target test cases.
+"""``mpscl benchmark``: every row on one source/target pair, same backbone, budget and seeds,
+scored on the target's test cases with the last checkpoint.
 
-Suites:
-- ``mscmrseg19``: bSSFP (C0) -> LGE cardiac MR from ``../shared/data/mscmrseg19``. Target
-  images are used unlabelled in training; LGE 1-5 are the providers' validation cases (the
-  only target labels that may inform a choice; this benchmark makes none) and every
-  reported number is on LGE 6-45. The checkpoint scored is always the last one.
-- ``phantom-mr2ct`` / ``phantom-ct2mr``: the built-in phantom, 12 cases per domain; cases
-  1-3 play the validation role, 4-12 are scored.
+One code path: ``--source DIR --target DIR --name NAME`` (a :class:`~.suites.Suite` made of
+the arguments) or a built-in suite (the same, with its data and case split filled in).
 
-Budget: every method gets ``warmup_iters + iters`` iterations in all; MPSCL spends
-``warmup_iters`` of them on its AdvEnt warm-up and its variants (ablations, the authors'
-loss) start from the same seed's warm-up checkpoint, as in the paper. The oracle trains on
-the labels of all target cases (test cases included), so it is an optimistic upper bound.
+Budget: every row gets ``warmup_iters + iters`` iterations in all; MPSCL spends
+``warmup_iters`` of them on its AdvEnt warm-up, and a row with ``starts_from`` (the MPSCL
+ablations, the authors' loss) starts from that row's warm-up checkpoint of the same seed, as
+in the paper. The oracle trains on the labels of all target cases (test cases included), so
+it is an optimistic upper bound; it is skipped when the target has no labels.
 
 Resumable: a run whose ``metrics.json`` exists is skipped, and an unfinished run resumes
 from its last checkpoint, so the benchmark can be completed over several sessions.
+``RESULTS/benchmark.json`` records the pair, case split, configuration and rows; a results
+folder of another configuration is refused before anything runs.
 """
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional
-
-import numpy as np
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from .. import methods
-from ..config import build_config, preset_layer
+from ..config import build_config, diff_configs
+from .rows import VARIANT_OF, VARIANTS, BenchmarkError, Row, default_rows, merge_rows, select_rows  # noqa: F401
+from .suites import BUILTIN, SHARED, Suite, prepare_builtin
+from .summary import _signed, paired_cases, summarise, table  # noqa: F401
 
-SHARED = Path("../shared/data")  # relative to the repository root, where the benchmark is run
-
-VARIANT_OF = "mpscl"  # the method the variants below modify
-VARIANTS = {  # name -> ablation switches; all start from the seed's warm-up checkpoint
-    "mpscl-no-margin": ["no-margin"],
-    "mpscl-no-target-contrastive": ["no-target-contrastive"],
-    "mpscl-no-selection": ["no-selection"],
-    "mpscl-authors-loss": ["authors-contrastive"],
-    # control: the MPSCL stage with both contrastive terms off (AdvEnt continued from the
-    # warm-up with fresh optimiser state and the prototype machinery idle)
-    "mpscl-no-contrastive": ["no-source-contrastive", "no-target-contrastive"],
-}
-SUITES = {
-    "mscmrseg19": {"test_cases": "6-45", "direction": "C0 -> LGE"},
-    "phantom-mr2ct": {"test_cases": "4-12", "direction": "MR -> CT", "source": "mr", "target": "ct"},
-    "phantom-ct2mr": {"test_cases": "4-12", "direction": "CT -> MR", "source": "ct", "target": "mr",
-                      # the paper's CT -> MR settings, for every method: what presets/paper-ct2mr.yaml
-                      # sets over its base, applied on --preset and before the ablation switches
-                      # (so e.g. no-margin still zeroes the margins)
-                      "settings_from": "paper-ct2mr"},
-}
-
-
-def suite_settings(suite: str) -> Optional[Dict]:
-    """The settings a suite applies over the preset (a preset's own keys), or None."""
-    name = SUITES[suite].get("settings_from")
-    return preset_layer(name) if name else None
+def _say(msg: str) -> None:
+    print(msg, flush=True)
 
 
 def main_methods() -> List[str]:
     return methods.benchmark_methods()
+
+
+def suite_settings(suite: str) -> Optional[Dict]:
+    """The settings a built-in suite applies over the preset (a preset's own keys), or None."""
+    return BUILTIN[suite].settings()
 
 
 def _machine() -> str:
@@ -79,256 +60,209 @@ def _git_commit() -> Optional[str]:
         return None
 
 
-def prepare_suite(suite: str, work: Path, size: int, data_root: Path = SHARED) -> Dict[str, Path]:
-    """Prepared source/target datasets of a suite under ``work/data`` (made once)."""
-    from ..data import prepare_dataset, write_phantom
-    out = work / "data"
-    if suite == "mscmrseg19":
-        root = data_root / "mscmrseg19"
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: the MS-CMRSeg data is not there (see ../shared/data/README.md)")
-        dirs = {"source": out / f"c0_{size}", "target": out / f"lge_{size}"}
-        for key, seq in (("source", "C0"), ("target", "LGE")):
-            if not (dirs[key] / "manifest.json").is_file():
-                prepare_dataset(str(root / seq / f"patient{{case}}_{seq}.nii.gz"),
-                                str(root / seq / f"patient{{case}}_{seq}_manual.nii.gz"),
-                                "mscmrseg", dirs[key], size=size)
-        return dirs
-    spec = SUITES[suite]
-    ph = out / "phantom"
-    if not (ph / "ct").is_dir():
-        write_phantom(ph, cases=12, seed=2024)
-    dirs = {}
-    for key in ("source", "target"):
-        dom = spec[key]
-        dirs[key] = out / f"phantom_{dom}_{size}"
-        if not (dirs[key] / "manifest.json").is_file():
-            prepare_dataset(str(ph / dom / "case{case}_image.nii.gz"), str(ph / dom / "case{case}_label.nii.gz"),
-                            "mmwhs", dirs[key], size=size, log=lambda *a, **k: None)
-    return dirs
+def plan(rows: Sequence[Row], seeds: List[int], variant_seeds: List[int]) -> List[Dict]:
+    """(row, seed) runs: the main rows over ``seeds``, then the variants over ``variant_seeds``."""
+    runs = [{"row": r, "name": r.name, "method": r.method, "seed": s, "ablations": list(r.ablations)}
+            for s in seeds for r in rows if not r.is_variant]
+    return runs + [{"row": r, "name": r.name, "method": r.method, "seed": s, "ablations": list(r.ablations)}
+                   for s in variant_seeds for r in rows if r.is_variant]
 
 
-def plan(seeds: List[int], variant_seeds: List[int]) -> List[Dict]:
-    runs = [{"name": m, "method": m, "seed": s, "ablations": []} for s in seeds for m in main_methods()]
-    runs += [{"name": v, "method": VARIANT_OF, "seed": s, "ablations": a}
-             for s in variant_seeds for v, a in VARIANTS.items()]
-    return runs
+def _fingerprint(ds) -> Dict:
+    return {"classes": list(ds.classes), "label_values": list(ds.label_values), "size": ds.size,
+            "labelled": ds.labelled, "cases": list(ds.case_ids)}
 
 
-def run_benchmark(suite: str, results: Path, work: Path, seeds: List[int], variant_seeds: List[int],
-                  preset: str = "cpu", sets: Optional[List[str]] = None, only: Optional[List[str]] = None,
-                  data_root: Path = SHARED) -> Dict:
+def check_pair(source, target, score, suite: Suite) -> Dict:
+    """Open and check the datasets and the case split before anything runs.
+
+    Returns ``{"source", "target", "score"}`` datasets and the ``test``/``val`` case ids;
+    raises :class:`BenchmarkError` (or ``DataError``) naming what to change."""
+    from ..data import DataError, PreparedDataset
+    src, trg = PreparedDataset(source), PreparedDataset(target)
+    if score is None and not trg.labelled:
+        raise BenchmarkError(f"{trg.root}: the target has no labels, so nothing can be scored; "
+                             f"give --score DIR, a labelled prepared dataset of its test cases")
+    scored = PreparedDataset(score) if score is not None else trg
+    if not src.labelled:
+        raise BenchmarkError(f"{src.root}: the source dataset has no labels")
+    for name, ds in (("target", trg), ("scored", scored)):
+        if (list(ds.classes), list(ds.label_values)) != (list(src.classes), list(src.label_values)):
+            raise BenchmarkError(f"class maps differ: source {dict(zip(src.label_values, src.classes))} vs "
+                                 f"{name} {dict(zip(ds.label_values, ds.classes))} ({ds.root})")
+        if ds.size != src.size:
+            raise BenchmarkError(f"sizes differ: source prepared at {src.size} px, {name} at {ds.size} px "
+                                 f"({ds.root}); prepare both with the same --size")
+    try:
+        val = trg.select(suite.val_cases) if suite.val_cases else []
+        test = scored.select(suite.test_cases) if suite.test_cases else \
+            [c for c in scored.case_ids if c not in val]
+    except DataError as e:
+        raise BenchmarkError(f"case spec: {e}") from None
+    both = [c for c in test if c in val]
+    if both:
+        raise BenchmarkError(f"--val-cases and --test-cases overlap: cases {', '.join(both)} are in both")
+    if not test:
+        raise BenchmarkError("no target case left to score (every case is a --val-cases case)")
+    return {"source": src, "target": trg, "score": scored, "test": test, "val": val}
+
+
+def check_record(results: Path, record: Dict) -> None:
+    """Refuse a results folder whose ``benchmark.json`` records another configuration."""
+    from ..adapt.trainer import RUNTIME_KEYS  # how a run goes, not what it computes
+    path = results / "benchmark.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diff = [k for k in ("name", "source", "target", "scored_on", "test_cases", "val_cases")
+            if old.get(k) != record[k]]
+    diff += [f"config.{k}" for k in diff_configs(old.get("config", {}), record["config"])
+             if k not in RUNTIME_KEYS]
+    diff += [f"rows.{n}" for n, r in record["rows"].items() if n in old.get("rows", {}) and old["rows"][n] != r]
+    if diff:
+        raise BenchmarkError(f"{results} holds results of a different configuration (differs in: "
+                             f"{', '.join(diff)}); nothing was changed; choose another --results or --name")
+
+
+def _write_record(results: Path, record: Dict) -> None:
+    from ..fileio import atomic_write_text
+    path = results / "benchmark.json"
+    if path.is_file():  # rows run before stay recorded
+        record = {**record, "rows": {**json.loads(path.read_text()).get("rows", {}), **record["rows"]}}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def _stages(row: Row, cfg, shared: bool) -> List[tuple]:
+    """(stage, iterations) this run trains; a shared warm-up is not trained again."""
+    skip = row.shared_stage() if shared else None
+    return [(s.name, getattr(cfg.train, s.budget)) for s in methods.get_method(row.method).stages if s.name != skip]
+
+
+def _spec(ids: List[str]) -> str:
+    """Case ids -> the shortest spec: ``["2", "3", "4", "7"]`` -> ``"2-4,7"``."""
+    out: List[str] = []
+    run: List[int] = []
+    for c in ids + [None]:
+        if c is not None and c.isdigit() and run and int(c) == run[-1] + 1:
+            run.append(int(c))
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+            run = []
+        if c is not None and c.isdigit() and str(int(c)) == c:
+            run = [int(c)]
+        elif c is not None:
+            out.append(c)
+    return ",".join(out)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _eta(run_its: int, left_its: int, done_its: int, done_s: float) -> str:
+    """ETA of this run and of all left, from the it/s measured over the runs trained so far."""
+    if not done_its or done_s <= 0:
+        return "ETA after the first run"
+    rate = done_its / done_s
+    return (f"ETA {_minutes(run_its / rate)} for this run, {_minutes(left_its / rate)} for all left, "
+            f"at {rate:.2f} it/s measured")
+
+
+def _configure(runs: List[Dict], preset: str, layers: List[Dict], sets: List[str], total: int) -> None:
+    """Each run's ``sets`` and config: the user's, the row's, its seed and the shared budget
+    (built before anything trains, so a bad override stops the benchmark at once)."""
+    for r in runs:
+        r["sets"] = sets + list(r["row"].sets) + [f"train.seed={r['seed']}"]
+        if "warmup_iters" not in methods.get_method(r["method"]).budgets:
+            r["sets"].append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
+        r["cfg"] = build_config(preset, layers, sets=r["sets"], ablations=r["ablations"])
+
+
+def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: List[int],
+                  variant_seeds: List[int], preset: str = "cpu", sets: Optional[List[str]] = None,
+                  only: Optional[List[str]] = None, data_root: Path = SHARED,
+                  source: Optional[Path] = None, target: Optional[Path] = None,
+                  score: Optional[Path] = None, methods_sel: Optional[List[str]] = None,
+                  variants_sel: Optional[List[str]] = None, device: Optional[str] = None,
+                  log: Callable[[str], None] = _say) -> Dict:
+    """Train and score every selected (row, seed) not finished yet; return the summary."""
     from ..adapt.pipeline import train
     from ..evaluate import evaluate_checkpoint
 
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r} (choose from {', '.join(SUITES)})")
-    sets = list(sets or [])
-    settings = suite_settings(suite)
+    if isinstance(suite, str):
+        if suite not in BUILTIN:
+            raise BenchmarkError(f"unknown suite {suite!r} (choose from {', '.join(BUILTIN)})")
+        suite = BUILTIN[suite]
+    sets = list(sets or []) + ([f"train.device={device}"] if device else [])
+    settings = suite.settings()
     suite_layers = [settings] if settings else []
+    rows = merge_rows(default_rows(), suite.rows)
+    if suite.recommended and suite.recommended not in [r.name for r in rows]:
+        raise BenchmarkError(f"recommended row {suite.recommended!r} is not a row")
+    chosen = select_rows(rows, methods_sel, variants_sel, suite.all_variants)
     base = build_config(preset, suite_layers, sets=sets)
-    total = base.train.iters + base.train.warmup_iters  # every method's budget
-    dirs = prepare_suite(suite, work, base.data.size, data_root)
+    if suite.data:
+        dirs = prepare_builtin(suite, work, base.data.size, data_root)
+        source, target = dirs["source"], dirs["target"]
+    pair = check_pair(source, target, score, suite)
+    suite = replace(suite, test_cases=suite.test_cases or _spec(pair["test"]))  # said as scored
+    size = pair["source"].size
+    if base.data.size != size:
+        if any(s.split("=", 1)[0].strip() == "data.size" for s in sets):
+            raise BenchmarkError(f"the datasets are prepared at {size} px but --set data.size={base.data.size}")
+        sets.append(f"data.size={size}")  # the size the datasets were prepared at
+        base = build_config(preset, suite_layers, sets=sets)
+    skipped = {}
+    if not pair["target"].labelled:
+        skipped = {r.name: "the target has no labels" for r in rows if methods.get_method(r.method).needs_target_labels}
+    runs = [r for r in plan(chosen, seeds, variant_seeds) if not (only and r["name"] not in only)
+            and r["name"] not in skipped]
+    _configure(runs, preset, suite_layers, sets, base.train.iters + base.train.warmup_iters)
+    record = {"name": suite.name, "direction": suite.direction,
+              "source": _fingerprint(pair["source"]), "target": _fingerprint(pair["target"]),
+              "scored_on": _fingerprint(pair["score"]), "test_cases": pair["test"], "val_cases": pair["val"],
+              "config": base.to_dict(),
+              "rows": {r.name: r.record() for r in chosen}}
+    check_record(results, record)
     results.mkdir(parents=True, exist_ok=True)
+    _write_record(results, record)
+    for name, why in skipped.items():
+        log(f"[skip] {name}: {why}")
     commit = _git_commit()  # the code this process loaded, not HEAD when each run ends
-    for r in plan(seeds, variant_seeds):
-        if only and r["name"] not in only:
-            continue
-        res_dir = results / r["name"] / f"seed{r['seed']}"
+    todo = [r for r in runs if not (results / r["name"] / f"seed{r['seed']}" / "metrics.json").is_file()]
+    its = {id(r): sum(n for _, n in _stages(r["row"], r["cfg"], bool(r["row"].starts_from))) for r in todo}
+    done_its, done_s = 0, 0.0
+    for k, r in enumerate(runs, 1):
+        row, seed = r["row"], r["seed"]
+        res_dir = results / r["name"] / f"seed{seed}"
         if (res_dir / "metrics.json").is_file():
-            print(f"[skip] {r['name']} seed {r['seed']}: {res_dir / 'metrics.json'} exists")
+            log(f"[skip] {r['name']} seed {seed}: {res_dir / 'metrics.json'} exists")
             continue
-        run_sets = sets + [f"train.seed={r['seed']}"]
-        if "warmup_iters" not in methods.get_method(r["method"]).budgets:
-            run_sets.append(f"train.iters={total}")  # same total budget as warm-up + MPSCL
-        cfg = build_config(preset, suite_layers, sets=run_sets, ablations=r["ablations"])
-        run_dir = work / "runs" / suite / r["name"] / f"seed{r['seed']}"
+        run_dir = work / "runs" / suite.name / r["name"] / f"seed{seed}"
         init = None
-        if r["name"] != r["method"]:  # MPSCL variants share the seed's warm-up
-            shared = next(s.init_from for s in methods.get_method(r["method"]).stages if s.init_from)
-            init = work / "runs" / suite / r["method"] / f"seed{r['seed']}" / shared / "final.pt"
+        if row.starts_from:  # paired: the warm-up of the same seed of the row it starts from
+            init = work / "runs" / suite.name / row.starts_from / f"seed{seed}" / row.shared_stage() / "final.pt"
             if not init.is_file():
-                print(f"[wait] {r['name']} seed {r['seed']}: needs {init} (run mpscl first)")
+                log(f"[wait] {r['name']} seed {seed}: needs {init} (run {row.starts_from} first)")
                 continue
-        print(f"\n[run] {suite}: {r['name']} seed {r['seed']}", flush=True)
+        stages = " -> ".join(f"{n} {i} it" for n, i in _stages(row, r["cfg"], bool(init)))
+        shared = f" (from {row.starts_from}'s warm-up)" if init else ""
+        left = sum(its[id(q)] for q in todo[todo.index(r):])
+        log(f"\n[run {k}/{len(runs)}] {suite.name}: {r['name']} seed {seed}: {stages}{shared}; "
+            f"{_eta(its[id(r)], left, done_its, done_s)}")
         t0 = time.perf_counter()
-        final = train(dirs["source"], dirs["target"], r["method"], cfg, run_dir, init=init)
+        final = train(source, target, r["method"], r["cfg"], run_dir, init=init)
         train_s = time.perf_counter() - t0
-        metrics = evaluate_checkpoint(final, dirs["target"], res_dir, cases=SUITES[suite]["test_cases"])
-        info = {"suite": suite, "run": r["name"], "method": r["method"], "seed": r["seed"],
+        done_its, done_s = done_its + its[id(r)], done_s + train_s
+        metrics = evaluate_checkpoint(final, pair["score"].root, res_dir, cases=pair["test"], device=device or "auto")
+        info = {"suite": suite.name, "run": r["name"], "method": r["method"], "seed": seed,
                 "ablations": r["ablations"], "preset": preset, "suite_settings": settings,
-                "sets": run_sets,
+                "sets": r["sets"],
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
-                "test_cases": SUITES[suite]["test_cases"], "git_commit": commit,
+                "test_cases": suite.test_cases or "all", "git_commit": commit,
                 "machine": _machine(), "dice_mean": metrics["summary"]["dice_mean"]}
         (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-        print(f"[done] {r['name']} seed {r['seed']}: target Dice {info['dice_mean']:.2f}% "
-              f"(train {train_s / 60:.1f} min)")
-    return summarise(results, suite)
-
-
-def _mean_std(v: List[float]):
-    v = [x for x in v if x is not None and np.isfinite(x)]
-    if not v:
-        return None, None
-    # sample std (n - 1): the spread a new seed would show; none from one seed
-    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
-
-
-def _case_dice(results: Path, name: str) -> Dict[int, Dict[str, float]]:
-    """seed -> case -> mean Dice over classes, from each run's metrics.json."""
-    out = {}
-    for p in sorted((results / name).glob("seed*/metrics.json")):
-        cases = json.loads(p.read_text())["cases"]
-        out[int(p.parent.name[4:])] = {c["case"]: float(np.mean(list(c["dice"].values()))) for c in cases}
-    return out
-
-
-def paired_cases(results: Path, a: str, b: str) -> Optional[Dict]:
-    """Per-case comparison of two methods over the seeds both have.
-
-    Each test case's Dice is averaged over those seeds, then the two methods are compared
-    case by case: mean difference, how many cases improve, and the two-sided Wilcoxon
-    signed-rank p-value. With seeds of one configuration this measures the test-case
-    spread, not the seed spread, so it is read beside the std over seeds.
-    """
-    from scipy.stats import wilcoxon
-    da, db = _case_dice(results, a), _case_dice(results, b)
-    seeds = sorted(set(da) & set(db))
-    if not seeds:
-        return None
-    cases = sorted(set.intersection(*(set(da[s]) & set(db[s]) for s in seeds)), key=str)
-    if len(cases) < 2:
-        return None
-    diff = np.array([np.mean([da[s][c] - db[s][c] for s in seeds]) for c in cases])
-    p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
-    return {"seeds": seeds, "cases": len(cases), "mean_diff": float(diff.mean()),
-            "cases_better": int((diff > 0).sum()), "wilcoxon_p": p}
-
-
-def _by_seed(method: Dict) -> Dict[int, float]:
-    """seed -> mean Dice of one summarised method."""
-    return dict(zip(method["seeds"], method["dice_per_seed"]))
-
-
-def _paired_seeds(a: Dict, b: Dict) -> Optional[Dict]:
-    """Mean Dice of ``a`` minus ``b``, seed by seed, over the seeds both have."""
-    da, db = _by_seed(a), _by_seed(b)
-    seeds = sorted(set(da) & set(db))
-    if not seeds:
-        return None
-    diff = [da[s] - db[s] for s in seeds]
-    return {"seeds": seeds, "diff_per_seed": diff, "mean_diff": float(np.mean(diff))}
-
-
-def summarise(results: Path, suite: str) -> Dict:
-    """summary.json / summary.md / dice_per_method.png from every run's metrics.json."""
-    from ..evaluate import figures
-    from ..fileio import atomic_write_text
-    methods: Dict[str, Dict] = {}
-    order = main_methods() + list(VARIANTS)
-    for name in order:
-        runs = sorted((results / name).glob("seed*/metrics.json"))
-        if not runs:
-            continue
-        ms = [json.loads(p.read_text()) for p in runs]
-        infos = [json.loads((p.parent / "run.json").read_text()) if (p.parent / "run.json").is_file() else {}
-                 for p in runs]
-        classes = list(ms[0]["summary"]["per_class"])
-        entry = {"runs": len(ms), "seeds": [i.get("seed") for i in infos]}
-        entry["dice_per_seed"] = [m["summary"]["dice_mean"] for m in ms]
-        entry["dice_mean"], entry["dice_std"] = _mean_std(entry["dice_per_seed"])
-        entry["assd_mean"], entry["assd_std"] = _mean_std([m["summary"]["assd_mean"] for m in ms])
-        entry["per_class"] = {}
-        for c in classes:
-            d, ds = _mean_std([m["summary"]["per_class"][c]["dice"] for m in ms])
-            a, as_ = _mean_std([m["summary"]["per_class"][c]["assd"] for m in ms])
-            entry["per_class"][c] = {"dice": d, "dice_std": ds, "assd": a, "assd_std": as_}
-        entry["train_minutes"] = [round(i.get("train_seconds", 0) / 60, 1) for i in infos]
-        entry["git_commits"] = sorted({i["git_commit"] for i in infos if i.get("git_commit")})
-        methods[name] = entry
-    summary = {"suite": suite, "test_cases": SUITES[suite]["test_cases"],
-               "direction": SUITES[suite]["direction"], "methods": methods,
-               "machine": _machine(),
-               "git_commits": sorted({c for m in methods.values() for c in m["git_commits"]})}
-    summary["paired"] = {f"mpscl vs {b}": c for b in ("source-only", "advent")
-                         if (c := paired_cases(results, "mpscl", b)) is not None}
-    # each variant starts from its seed's MPSCL warm-up, so variant - MPSCL is paired by seed
-    summary["variants_vs_mpscl"] = {v: c for v in VARIANTS if v in methods and "mpscl" in methods
-                                    and (c := _paired_seeds(methods[v], methods["mpscl"])) is not None}
-    # the gap closed, over the seeds all three have (an unfinished seed must not tilt it)
-    gap_methods = ("source-only", "oracle", "mpscl")
-    if all(k in methods for k in gap_methods):
-        by_seed = [_by_seed(methods[k]) for k in gap_methods]
-        common = sorted(set.intersection(*map(set, by_seed)))
-        if common:
-            so, orc, mp = (float(np.mean([d[s] for s in common])) for d in by_seed)
-            if orc != so:
-                summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
-                summary["mpscl_gap_closed_seeds"] = common
-    atomic_write_text(results / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(results / "summary.md", _markdown(summary))
-    if methods:
-        figures.dice_bars({k: {"dice_mean": m["dice_mean"], "dice_std": m["dice_std"],
-                               "per_class": {c: {"dice": v["dice"], "dice_std": v["dice_std"]}
-                                             for c, v in m["per_class"].items()}}
-                           for k, m in methods.items()}, results / "dice_per_method.png",
-                          title=f"{suite}: target 3D Dice per structure (mean, std over seeds)")
-    return summary
-
-
-def _signed(d: float) -> str:
-    """+1.2 / -0.3 / 0.0 (not "-0.0" for a tiny negative difference)."""
-    t = f"{d:+.1f}"
-    return "0.0" if t in ("+0.0", "-0.0") else t
-
-
-def _fmt(m, s, digits=1):
-    if m is None:
-        return "n/a"
-    return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ({s:.{digits}f})"
-
-
-def _markdown(summary: Dict) -> str:
-    methods = summary["methods"]
-    if not methods:
-        return "# no finished runs yet\n"
-    classes = list(next(iter(methods.values()))["per_class"])
-    lines = [f"# {summary['suite']}: {summary['direction']}, scored on target cases {summary['test_cases']}", "",
-             "3D Dice (%) and ASSD (voxels), mean (sample std, n - 1) over seeds (no std with one seed); "
-             "per seed, the mean over test volumes.", "",
-             "| method | runs | " + " | ".join(f"Dice {c}" for c in classes) + " | Dice mean | "
-             + " | ".join(f"ASSD {c}" for c in classes) + " | ASSD mean | train min |",
-             "|---" * (2 * len(classes) + 5) + "|"]
-    for name, m in methods.items():
-        pc = m["per_class"]
-        lines.append(f"| {name} | {m['runs']} | " + " | ".join(_fmt(pc[c]["dice"], pc[c]["dice_std"]) for c in classes)
-                     + f" | **{_fmt(m['dice_mean'], m['dice_std'])}** | "
-                     + " | ".join(_fmt(pc[c]["assd"], pc[c]["assd_std"], 2) for c in classes)
-                     + f" | {_fmt(m['assd_mean'], m['assd_std'], 2)} | {', '.join(map(str, m['train_minutes']))} |")
-    if "mpscl_gap_closed" in summary:
-        g = 100 * summary["mpscl_gap_closed"]
-        on = f" (seeds {', '.join(map(str, summary['mpscl_gap_closed_seeds']))})"
-        if round(g) > 0:
-            gap = f"MPSCL closes {g:.0f}% of the source-only -> oracle gap{on}."
-        elif round(g) < 0:
-            gap = f"MPSCL does not close the source-only -> oracle gap{on}: it widens it by {-g:.0f}% of the gap."
-        else:  # "widens it by 0%" read as a loss; say what it is
-            gap = f"MPSCL closes none of the source-only -> oracle gap{on} ({g:+.1f}% of the gap)."
-        lines += ["", gap]
-    if summary.get("paired"):
-        lines.append("")
-    for name, c in summary.get("paired", {}).items():
-        lines.append(f"- {name}, case by case (Dice averaged over seeds {', '.join(map(str, c['seeds']))}): "
-                     f"{c['mean_diff']:+.1f} points on average, better on {c['cases_better']} of "
-                     f"{c['cases']} cases, Wilcoxon signed-rank p = {c['wilcoxon_p']:.2g}.")
-    if summary.get("variants_vs_mpscl"):
-        lines += ["", "Each variant minus MPSCL, mean Dice, seed by seed (both start from that seed's warm-up):", ""]
-    for name, c in summary.get("variants_vs_mpscl", {}).items():
-        per = ", ".join(_signed(d) for d in c["diff_per_seed"])
-        lines.append(f"- {name}: {_signed(c['mean_diff'])} (seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))}: {per})")
-    lines += ["", "`train min`: training minutes per seed; the MPSCL variants start from the seed's "
-              "MPSCL warm-up checkpoint, so theirs exclude the shared warm-up."]
-    lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "
-              f"{', '.join(summary['git_commits']) or 'unknown'} (each run's `run.json` names its own)."]
-    return "\n".join(lines) + "\n"
+        log(f"[done] {r['name']} seed {seed}: target Dice {info['dice_mean']:.2f}% "
+            f"(train {train_s / 60:.1f} min)")
+    return summarise(results, suite, rows, skipped=skipped)

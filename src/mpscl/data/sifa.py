@@ -166,8 +166,14 @@ def _find_files(pattern: str) -> Dict[str, str]:
     the file name without extension."""
     if "{case}" in pattern:
         return find_cases(pattern, "SIFA")
-    files = sorted((p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                    if os.path.isfile(p)))
+    folder = os.path.expanduser(pattern)
+    if os.path.isdir(folder):  # the release's folder, as users type it: its TFRecord/npz files
+        files = sorted(str(p) for p in Path(folder).iterdir()
+                       if p.is_file() and p.name.endswith((".tfrecords", ".tfrecord", ".npz")))
+        if not files:
+            raise DataError(f"SIFA folder {pattern!r} holds no .tfrecords or .npz file")
+    else:
+        files = sorted((p for p in glob.glob(folder, recursive=True) if os.path.isfile(p)))
     if not files:
         raise DataError(f"SIFA pattern {pattern!r} matches no file")
     found: Dict[str, str] = {}

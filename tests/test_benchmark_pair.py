@@ -1,0 +1,160 @@
+"""``mpscl benchmark --source --target --name``: any prepared pair, rows declared by the
+user, resumability, and the errors that must stop it before anything is written."""
+import json
+import re
+import shutil
+
+import pytest
+
+from mpscl.bench.rows import BenchmarkError, Row, load_rows, merge_rows, select_rows, default_rows
+from mpscl.cli import main
+
+TINY = ["--preset", "cpu", "--seeds", "1", "--set", "model.width=8", "--set", "train.iters=2",
+        "--set", "train.warmup_iters=1", "--set", "train.threads=1"]
+
+
+def _bench(ph, tmp_path, *extra, name="pair"):
+    return main(["benchmark", "--source", str(ph["mr"]), "--target", str(ph["ct"]), "--name", name,
+                 "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"), *TINY, *extra])
+
+
+def _files(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rows_from_yaml_become_runs(tmp_path):
+    f = tmp_path / "rows.yaml"
+    f.write_text("rows:\n"
+                 "  - {name: source-only+lr, method: source-only, set: {optim.lr: 0.005}}\n"
+                 "  - {name: mpscl+t, method: mpscl, set: ['mpscl.temp_src=2.0'], ablations: [no-margin],"
+                 " starts_from: mpscl}\n"
+                 "recommended: mpscl+t\n")
+    rows, rec = load_rows(f)
+    assert rec == "mpscl+t" and rows[0].sets == ("optim.lr=0.005",) and not rows[0].is_variant
+    assert rows[1].is_variant and rows[1].shared_stage() == "warmup"
+    chosen = select_rows(merge_rows(default_rows(), rows), None, ["mpscl+t"], default_variants=False)
+    assert [r.name for r in chosen] == ["source-only", "advent", "mpscl", "oracle", "source-only+lr", "mpscl+t"]
+    # a variant of another method's warm-up, a row twice, unknown keys or names: refused
+    with pytest.raises(BenchmarkError, match="from the warm-up of 'source-only', a source-only row"):
+        merge_rows(default_rows(), [Row("x", "mpscl", starts_from="source-only")])
+    with pytest.raises(BenchmarkError, match="has no stage that starts from a warm-up"):
+        Row("x", "advent", starts_from="advent")
+    with pytest.raises(BenchmarkError, match="declared twice"):
+        merge_rows(default_rows(), [Row("mpscl", "mpscl")])
+    with pytest.raises(BenchmarkError, match="--variants: unknown"):
+        select_rows(default_rows(), None, ["nope"], default_variants=False)
+    f.write_text("rows:\n  - {name: a, method: source-only, sett: {}}\n")
+    with pytest.raises(BenchmarkError, match="unknown keys"):
+        load_rows(f)
+
+
+@pytest.mark.slow
+def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("rows:\n  - {name: mpscl-t2, method: mpscl, set: {mpscl.temp_src: 2.0}, starts_from: mpscl}\n"
+                    "recommended: mpscl\n")
+    args = ("--val-cases", "1", "--variants", "mpscl-no-margin,mpscl-t2", "--rows", str(rows))
+    assert _bench(tiny_phantom, tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    res = tmp_path / "results" / "pair"
+    s = json.loads((res / "summary.json").read_text())
+    assert list(s["methods"]) == ["source-only", "advent", "mpscl", "oracle", "mpscl-no-margin", "mpscl-t2"]
+    assert s["test_cases"] == "2-3" and s["val_cases"] == "1" and s["recommended"] == "mpscl"
+    assert set(s["variants_vs_mpscl"]) == {"mpscl-no-margin", "mpscl-t2"}
+    assert set(s["paired"]) == {"mpscl vs source-only", "mpscl vs advent"}
+    assert (res / "summary.md").is_file() and (res / "dice_per_method.png").is_file()
+    assert "[run 1/6] pair: source-only seed 1: source-only 3 it; ETA after the first run" in out
+    assert "[run 3/6] pair: mpscl seed 1: warmup 1 it -> mpscl 2 it; ETA" in out and "it/s measured" in out
+    assert "mpscl 2 it (from mpscl's warm-up)" in out
+    assert re.search(r"^mpscl +1  \d+\.\d\d .*<- recommended$", out, re.M)  # the final table
+    info = json.loads((res / "mpscl-t2" / "seed1" / "run.json").read_text())
+    assert "mpscl.temp_src=2.0" in info["sets"] and info["init"].endswith("mpscl/seed1/warmup/final.pt")
+    metrics = json.loads((res / "oracle" / "seed1" / "metrics.json").read_text())
+    assert [c["case"] for c in metrics["cases"]] == ["2", "3"]  # the validation case is not scored
+    before = _files(res)
+    # resuming runs nothing that is finished
+    assert _bench(tiny_phantom, tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    assert "[run" not in out and out.count("[skip]") == 6
+    after = _files(res)
+    assert {p: b for p, b in after.items() if p.name.startswith("metrics")} == \
+        {p: b for p, b in before.items() if p.name.startswith("metrics")}
+    # another configuration in the same results folder: refused, the keys named, nothing touched
+    before = _files(res)
+    assert _bench(tiny_phantom, tmp_path, *args, "--set", "train.iters=3", "--set", "optim.lr=0.02") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs in: config.optim.lr, config.train.iters" in err[0]
+    assert _files(res) == before
+
+
+@pytest.mark.slow
+def test_unlabelled_target_skips_the_oracle(tiny_phantom, tmp_path, capsys):
+    from mpscl.data import prepare_dataset
+    nifti = tiny_phantom["ct"].parent / "nifti" / "ct"
+    unl = tmp_path / "ct_unlabelled"
+    prepare_dataset(str(nifti / "case{case}_image.nii.gz"), None, "mmwhs", unl, size=48, log=lambda *a, **k: None)
+    common = ["benchmark", "--source", str(tiny_phantom["mr"]), "--target", str(unl), "--name", "u",
+              "--results", str(tmp_path / "r"), "--work", str(tmp_path / "w"), *TINY, "--methods", "source-only,oracle"]
+    assert main(common) == 2  # nothing to score without --score
+    assert "the target has no labels, so nothing can be scored" in capsys.readouterr().err
+    assert main(common + ["--score", str(tiny_phantom["ct"])]) == 0
+    s = json.loads((tmp_path / "r" / "u" / "summary.json").read_text())
+    assert list(s["methods"]) == ["source-only"] and s["skipped"] == {"oracle": "the target has no labels"}
+    assert "- oracle: skipped (the target has no labels)." in (tmp_path / "r" / "u" / "summary.md").read_text()
+
+
+def _with_manifest(src, dst, **changes):
+    shutil.copytree(src, dst)
+    man = json.loads((dst / "manifest.json").read_text())
+    man.update(changes)
+    (dst / "manifest.json").write_text(json.dumps(man))
+    return dst
+
+
+@pytest.mark.parametrize("case, words", [
+    ("classes", "class maps differ: source"),
+    ("size", "sizes differ: source prepared at 48 px, target at 64 px"),
+    ("missing", "case spec: "),
+    ("overlap", "--val-cases and --test-cases overlap: cases 2 are in both"),
+    ("half-pair", "needs --source, --target and --name"),
+])
+def test_errors_stop_before_anything_is_written(tiny_phantom, tmp_path, capsys, case, words):
+    ph = dict(tiny_phantom)
+    extra = []
+    if case == "classes":
+        man = json.loads((ph["ct"] / "manifest.json").read_text())
+        ph["ct"] = _with_manifest(ph["ct"], tmp_path / "ct", classes=man["classes"][:-1] + ["PA"])
+    elif case == "size":
+        ph["ct"] = _with_manifest(ph["ct"], tmp_path / "ct", size=64)
+    elif case == "missing":
+        extra = ["--test-cases", "2-9"]
+    elif case == "overlap":
+        extra = ["--val-cases", "1-2", "--test-cases", "2-3"]
+    # earlier results of this configuration, which the refused command must leave alone
+    assert _bench(tiny_phantom, tmp_path, "--only", "nothing-yet") == 0
+    res = tmp_path / "results" / "pair"
+    (res / "mine.txt").write_text("earlier results")
+    before = _files(res)
+    capsys.readouterr()
+    if case == "half-pair":
+        code = main(["benchmark", "--source", str(ph["mr"]), "--results", str(tmp_path / "results")])
+    else:
+        code = _bench(ph, tmp_path, *extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert _files(res) == before
+
+
+@pytest.mark.slow
+def test_builtin_suite_runs_through_the_same_path(tmp_path, capsys):
+    # the phantom suite is the pair command with its data and case split filled in
+    code = main(["benchmark", "--suite", "phantom-mr2ct", "--results", str(tmp_path / "results"),
+                 "--work", str(tmp_path / "work"), *TINY, "--set", "data.size=48",
+                 "--methods", "source-only", "--variants", "none"])
+    assert code == 0
+    res = tmp_path / "results" / "phantom_mr2ct"
+    s = json.loads((res / "summary.json").read_text())
+    assert (s["suite"], s["direction"], s["test_cases"], s["val_cases"]) == ("phantom-mr2ct", "MR -> CT", "4-12", "1-3")
+    cases = json.loads((res / "source-only" / "seed1" / "metrics.json").read_text())["cases"]
+    assert [c["case"] for c in cases] == [str(i) for i in range(4, 13)]
+    assert json.loads((res / "benchmark.json").read_text())["val_cases"] == ["1", "2", "3"]

@@ -128,6 +128,19 @@ class MPSCLConfig:
 
 
 @dataclass
+class AppearanceConfig:
+    """Appearance handling of SOURCE training slices (data/appearance.py); 0 = off. Each
+    transform is applied to a source slice with its probability, FDA -> curve -> network."""
+    # Fourier domain adaptation to a random (unlabelled) target slice
+    fda: float = setting(0.0, "[0, 1]")
+    fda_beta: float = setting(0.01, "[0, 0.5)")  # half-width of the swapped band, fraction of size
+    curves: float = setting(0.0, "[0, 1]")  # a random Bezier intensity curve
+    curves_monotone: bool = False  # monotone curves only (no folding of intensities)
+    gin: float = setting(0.0, "[0, 1]")  # a random shallow convolutional network, mixed (GIN)
+    gin_layers: int = setting(4, "[1, 16]")
+
+
+@dataclass
 class TrainConfig:
     # iterations of the main stage (every single-stage method, MPSCL stage)
     iters: int = setting(50000, "[0, 1e8]")
@@ -154,6 +167,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     mpscl: MPSCLConfig = field(default_factory=MPSCLConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> Dict[str, Any]:

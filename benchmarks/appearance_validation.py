@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from mpscl.adapt.pipeline import train
-from mpscl.benchmark import SHARED, SUITES, _git_commit, _machine, prepare_suite
+from mpscl.bench.compare import _git_commit
+from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
 from mpscl.config import build_config
 from mpscl.evaluate import evaluate_checkpoint
+from mpscl.runtime import machine_line
 
-VAL_CASES = {"mscmrseg19": "1-5", "phantom-mr2ct": "1-3", "phantom-ct2mr": "1-3"}
+VAL_CASES = {name: s.val_cases for name, s in BUILTIN.items()}  # the suites' validation cases
 
 GIN = ["appearance.gin=0.5"]
 CURVES = ["appearance.curves=0.5"]
@@ -54,13 +56,13 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
         print(f"[skip] {suite} {name} seed {seed}", flush=True)
         return
     method, sets = RUNS[name]
-    layers = [SUITES[suite]["settings"]] if "settings" in SUITES[suite] else []
+    layers = [BUILTIN[suite].settings()] if BUILTIN[suite].settings() else []
     base = build_config("cpu", layers, sets=list(extra))
     sets = list(extra) + list(sets) + [f"train.seed={seed}"]
     if method != "mpscl":
         sets.append(f"train.iters={base.train.iters + base.train.warmup_iters}")
     cfg = build_config("cpu", layers, sets=sets)
-    dirs = prepare_suite(suite, work, cfg.data.size, SHARED if SHARED.is_dir() else Path("../shared/data"))
+    dirs = prepare_builtin(BUILTIN[suite], work, cfg.data.size, SHARED)
     print(f"[run] {suite} {name} seed {seed}: {method} {' '.join(sets)}", flush=True)
     t0 = time.perf_counter()
     final = train(dirs["source"], dirs["target"], method, cfg, work / "appearance-runs" / suite / name / f"seed{seed}",
@@ -69,7 +71,7 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
     info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,
             "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": _git_commit(),
-            "machine": _machine(), "dice_mean": m["summary"]["dice_mean"]}
+            "machine": machine_line(), "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} ({secs / 60:.1f} min)", flush=True)
 

@@ -140,3 +140,22 @@ def test_paired_case_comparison_hand_values(tmp_path):
     # all five differences positive: exact two-sided signed-rank p = 2 / 2**5
     assert c["wilcoxon_p"] == pytest.approx(0.0625)
     assert paired_cases(tmp_path, "mpscl", "oracle") is None
+
+
+def test_recommended_row_against_the_plain_baseline_hand_values(tmp_path):
+    """The built-in suites recommend the MPSCL recipe and measure it from plain source-only."""
+    for seed, (plain, so, adv, rec, orc) in {1: (50, 60, 62, 66, 90), 2: (54, 64, 60, 67, 86)}.items():
+        for row, d in (("source-only-plain", plain), ("source-only", so), ("advent", adv),
+                       ("mpscl", rec), ("oracle", orc)):
+            _metrics(tmp_path / row / f"seed{seed}", {"MYO": float(d)})
+    s = summarise(tmp_path, "mscmrseg19")
+    assert s["recommended"] == "mpscl" and s["baseline"] == "source-only-plain"
+    # gap over seeds 1, 2: plain 52, oracle 88, recipe 66.5 -> 14.5 / 36
+    assert s["gap_closed"]["mpscl"]["share"] == pytest.approx(14.5 / 36)
+    assert s["gap_closed"]["source-only"]["share"] == pytest.approx(10 / 36)
+    assert s["recommended_vs"]["advent"]["diff_per_seed"] == pytest.approx([4.0, 7.0])
+    assert s["recommended_vs"]["source-only"]["diff_per_seed"] == pytest.approx([6.0, 3.0])
+    assert s["recommended_vs"]["source-only-plain"]["mean_diff"] == pytest.approx(14.5)
+    md = (tmp_path / "summary.md").read_text()
+    assert "mpscl closes 40% of the source-only-plain -> oracle gap (seeds 1, 2)" in md
+    assert "mpscl minus advent, mean Dice seed by seed: +5.5 (+4.0, +7.0)" in md

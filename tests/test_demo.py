@@ -11,7 +11,7 @@ def test_demo_quick_writes_a_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rep = tmp_path / "report"
-    assert str(rep / "README.md") in out and "MPSCL target Dice" in out
+    assert str(rep / "README.md") in out and "MPSCL recipe target Dice" in out
     summary = json.loads((rep / "summary.json").read_text())
     assert set(summary["methods"]) == {"source-only", "mpscl"}
     for m in summary["methods"].values():
@@ -23,4 +23,10 @@ def test_demo_quick_writes_a_report(tmp_path, capsys):
         metrics = json.loads((rep / method / "metrics.json").read_text())
         assert len(metrics["cases"]) == 4
     table = (rep / "README.md").read_text()
-    assert "| source-only |" in table and "| mpscl |" in table
+    assert "| source-only (plain" in table and "| MPSCL recipe" in table
+    assert "Gain of the recipe over plain source-only" in table
+    # the recipe is the cpu preset (appearance on), the baseline cpu-plain (off)
+    import yaml
+    runs = tmp_path / "runs"
+    assert yaml.safe_load((runs / "mpscl" / "config.yaml").read_text())["appearance"]["gin"] == 0.5
+    assert yaml.safe_load((runs / "source-only" / "config.yaml").read_text())["appearance"]["gin"] == 0.0

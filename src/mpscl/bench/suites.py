@@ -30,6 +30,8 @@ class Suite:
     settings_from: Optional[str] = None  # a preset whose own keys apply over --preset
     rows: Tuple[Row, ...] = ()  # rows beside the default ones
     recommended: Optional[str] = None  # a row name, written to summary.json
+    # the row the recommended one's gain is measured from (the gap to the oracle it closes)
+    baseline: str = "source-only"
     all_variants: bool = False  # run every variant row unless --variants says otherwise
     data: Optional[Tuple[str, ...]] = None  # built-in: how prepare_builtin makes the pair
 
@@ -43,16 +45,22 @@ class Suite:
         return self.name.replace("-", "_") if self.data else self.name
 
 
+# The CPU preset's image handling (appearance.*) switched off: the plain rows of issue 14,
+# today's source-only and the faithful MPSCL, beside the preset's rows that have it.
+PLAIN = {"appearance.gin": 0.0, "appearance.curves": 0.0, "appearance.fda": 0.0}
+RECIPE_ROWS = (Row("source-only-plain", "source-only", PLAIN), Row("mpscl-plain", "mpscl", PLAIN))
+RECIPE = {"rows": RECIPE_ROWS, "recommended": "mpscl", "baseline": "source-only-plain"}
+
 BUILTIN = {s.name: s for s in (
     Suite("mscmrseg19", "C0 -> LGE", test_cases="6-45", val_cases="1-5", all_variants=True,
-          data=("mscmrseg19",)),
+          data=("mscmrseg19",), **RECIPE),
     Suite("phantom-mr2ct", "MR -> CT", test_cases="4-12", val_cases="1-3", all_variants=True,
-          data=("phantom", "mr", "ct")),
+          data=("phantom", "mr", "ct"), **RECIPE),
     # the paper's CT -> MR settings, for every method: what presets/paper-ct2mr.yaml sets over
     # its base, applied on --preset and before the ablation switches (so e.g. no-margin still
     # zeroes the margins)
     Suite("phantom-ct2mr", "CT -> MR", test_cases="4-12", val_cases="1-3", all_variants=True,
-          settings_from="paper-ct2mr", data=("phantom", "ct", "mr")),
+          settings_from="paper-ct2mr", data=("phantom", "ct", "mr"), **RECIPE),
 )}
 
 

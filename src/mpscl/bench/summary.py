@@ -143,6 +143,8 @@ def summarise(results: Path, suite: Union[str, Suite], rows: Optional[Sequence[R
                 summary["mpscl_gap_closed_seeds"] = common
             else:  # a share of a negative gap reads as a gain; say there is none
                 summary["no_gap_seeds"] = common
+    if suite.recommended and suite.baseline != "source-only":
+        summary.update(_recommended_block(methods, suite))
     summary["val_cases"] = suite.val_cases
     if skipped:
         summary["skipped"] = dict(skipped)
@@ -197,6 +199,46 @@ def _split_line(summary: Dict) -> str:
             f"none and scores the last checkpoint on target cases {summary['test_cases']}.")
 
 
+def _gap_share(methods: Dict, base: str, row: str) -> Optional[Dict]:
+    """Share of the ``base`` -> oracle gap that ``row`` closes, over the seeds all three have."""
+    if not all(k in methods for k in (base, "oracle", row)):
+        return None
+    by_seed = [_by_seed(methods[k]) for k in (base, "oracle", row)]
+    common = sorted(set.intersection(*map(set, by_seed)))
+    if not common:
+        return None
+    b, orc, r = (float(np.mean([d[s] for s in common])) for d in by_seed)
+    return {"share": (r - b) / (orc - b) if orc > b else None, "seeds": common}
+
+
+def _recommended_block(methods: Dict, suite: Suite) -> Dict:
+    """The recommended row against the suite's baseline (e.g. plain source-only): the gap it
+    closes, and seed by seed against the baseline, source-only and AdvEnt (same seeds)."""
+    rec, out = suite.recommended, {"baseline": suite.baseline}
+    gaps = {r: g for r in methods if r not in (suite.baseline, "oracle")
+            and (g := _gap_share(methods, suite.baseline, r)) is not None}
+    if gaps:
+        out["gap_closed"] = gaps
+    if rec in methods:
+        out["recommended_vs"] = {b: c for b in dict.fromkeys((suite.baseline, "source-only", "advent"))
+                                 if b in methods and b != rec
+                                 and (c := _paired_seeds(methods[rec], methods[b])) is not None}
+    return out
+
+
+def _recommended_lines(summary: Dict) -> List[str]:
+    base, lines = summary["baseline"], []
+    for row, g in summary.get("gap_closed", {}).items():
+        if g["share"] is not None:
+            lines.append(f"- {row} closes {100 * g['share']:.0f}% of the {base} -> oracle gap "
+                         f"(seeds {', '.join(map(str, g['seeds']))}).")
+    for b, c in summary.get("recommended_vs", {}).items():
+        per = ", ".join(_signed(d) for d in c["diff_per_seed"])
+        lines.append(f"- {summary['recommended']} minus {b}, mean Dice seed by seed: "
+                     f"{_signed(c['mean_diff'])} ({per}).")
+    return (["", f"Against the baseline row **{base}**:", ""] + lines) if lines else []
+
+
 def _markdown(summary: Dict) -> str:
     methods = summary["methods"]
     if not methods:
@@ -248,6 +290,8 @@ def _markdown(summary: Dict) -> str:
     lines += [f"- {name}: skipped ({why})." for name, why in summary.get("skipped", {}).items()]
     if summary.get("recommended"):
         lines += [f"- Recommended: **{summary['recommended']}** (the suite's choice)."]
+    if summary.get("baseline"):
+        lines += _recommended_lines(summary)
     lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "
               f"{', '.join(summary['git_commits']) or 'unknown'} (each run's `run.json` names its own)."]
     return "\n".join(lines) + "\n"

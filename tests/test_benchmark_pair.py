@@ -158,3 +158,25 @@ def test_builtin_suite_runs_through_the_same_path(tmp_path, capsys):
     cases = json.loads((res / "source-only" / "seed1" / "metrics.json").read_text())["cases"]
     assert [c["case"] for c in cases] == [str(i) for i in range(4, 13)]
     assert json.loads((res / "benchmark.json").read_text())["val_cases"] == ["1", "2", "3"]
+
+
+@pytest.mark.slow
+def test_builtin_data_is_prepared_by_one_process_at_a_time(tmp_path):
+    """Two benchmarks sharing --work: the second waits for the first's phantom, whole."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_prepare_phantom_suite, args=(str(tmp_path), name))
+             for name in ("phantom-mr2ct", "phantom-ct2mr")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for dom in ("mr", "ct"):
+        assert (tmp_path / "data" / f"phantom_{dom}_32" / "manifest.json").is_file()
+
+
+def _prepare_phantom_suite(work, name):
+    from pathlib import Path
+    from mpscl.bench.suites import BUILTIN, prepare_builtin
+    prepare_builtin(BUILTIN[name], Path(work), 32)

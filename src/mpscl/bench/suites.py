@@ -11,6 +11,7 @@ arguments; the built-in suites are the same with their data and case splits fill
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -64,8 +65,27 @@ BUILTIN = {s.name: s for s in (
 )}
 
 
+@contextmanager
+def _exclusive(lock: Path):
+    """One process at a time (benchmarks of several suites or seeds share ``--work``: the
+    second must find the data whole, not half written by the first)."""
+    import fcntl
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def prepare_builtin(suite: Suite, work: Path, size: int, data_root: Path = SHARED) -> Dict[str, Path]:
     """Prepared source/target datasets of a built-in suite under ``work/data`` (made once)."""
+    with _exclusive(work / "data" / ".prepare.lock"):
+        return _prepare_builtin(suite, work, size, data_root)
+
+
+def _prepare_builtin(suite: Suite, work: Path, size: int, data_root: Path) -> Dict[str, Path]:
     from ..data import prepare_dataset, write_phantom
     out = work / "data"
     if suite.data[0] == "mscmrseg19":

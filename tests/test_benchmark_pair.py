@@ -58,13 +58,18 @@ def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     out = capsys.readouterr().out
     res = tmp_path / "results" / "pair"
     s = json.loads((res / "summary.json").read_text())
-    assert list(s["methods"]) == ["source-only", "advent", "mpscl", "oracle", "mpscl-no-margin", "mpscl-t2"]
+    assert list(s["methods"]) == ["source-only", "advent", "mpscl", "oracle", "mpscl-no-margin",
+                                  "source-only-plain", "mpscl-t2"]
+    # a pair's gain is measured from plain source-only (the preset's appearance handling off)
+    assert s["baseline"] == "source-only-plain" and "source-only-plain" in s["recommended_vs"]
+    plain = json.loads((res / "source-only-plain" / "seed1" / "run.json").read_text())
+    assert "appearance.gin=0.0" in plain["sets"]
     assert s["test_cases"] == "2-3" and s["val_cases"] == "1" and s["recommended"] == "mpscl"
     assert set(s["variants_vs_mpscl"]) == {"mpscl-no-margin", "mpscl-t2"}
     assert set(s["paired"]) == {"mpscl vs source-only", "mpscl vs advent"}
     assert (res / "summary.md").is_file() and (res / "dice_per_method.png").is_file()
-    assert "[run 1/6] pair: source-only seed 1: source-only 3 it; ETA after the first run" in out
-    assert "[run 3/6] pair: mpscl seed 1: warmup 1 it -> mpscl 2 it; ETA" in out and "it/s measured" in out
+    assert "[run 1/7] pair: source-only seed 1: source-only 3 it; ETA after the first run" in out
+    assert "[run 3/7] pair: mpscl seed 1: warmup 1 it -> mpscl 2 it; ETA" in out and "it/s measured" in out
     assert "mpscl 2 it (from mpscl's warm-up)" in out
     assert re.search(r"^mpscl +1  \d+\.\d\d .*<- recommended$", out, re.M)  # the final table
     info = json.loads((res / "mpscl-t2" / "seed1" / "run.json").read_text())
@@ -75,7 +80,7 @@ def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     # resuming runs nothing that is finished
     assert _bench(tiny_phantom, tmp_path, *args) == 0
     out = capsys.readouterr().out
-    assert "[run" not in out and out.count("[skip]") == 6
+    assert "[run" not in out and out.count("[skip]") == 7
     after = _files(res)
     assert {p: b for p, b in after.items() if p.name.startswith("metrics")} == \
         {p: b for p, b in before.items() if p.name.startswith("metrics")}

@@ -126,7 +126,7 @@ def cmd_benchmark(args) -> None:
     from pathlib import Path
     from .bench.compare import run_benchmark, table
     from .bench.rows import BenchmarkError, load_rows
-    from .bench.suites import BUILTIN, Suite
+    from .bench.suites import BUILTIN, PAIR_ROWS, Suite
     seeds, vseeds = _seed_list(args.seeds, "--seeds"), _seed_list(args.variant_seeds, "--variant-seeds")
     pair = [args.source, args.target, args.name]
     if args.suite and any(pair):
@@ -136,8 +136,11 @@ def cmd_benchmark(args) -> None:
     if args.score and not args.source:
         raise BenchmarkError("--score goes with --source/--target (the built-in suites are labelled)")
     if any(pair):
+        # beside the preset's rows, plain source-only (no appearance handling, no adaptation):
+        # what the recommended recipe's gain is measured from
         suites = [Suite(args.name, f"{Path(args.source).name} -> {Path(args.target).name}",
-                        test_cases=args.test_cases, val_cases=args.val_cases)]
+                        test_cases=args.test_cases, val_cases=args.val_cases, rows=PAIR_ROWS,
+                        recommended="mpscl", baseline=PAIR_ROWS[0].name)]
     else:
         suites = [BUILTIN[s] for s in args.suite or ["mscmrseg19"]]
         split = {k: v for k, v in (("test_cases", args.test_cases), ("val_cases", args.val_cases)) if v}

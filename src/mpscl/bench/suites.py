@@ -51,6 +51,7 @@ class Suite:
 PLAIN = {"appearance.gin": 0.0, "appearance.curves": 0.0, "appearance.fda": 0.0}
 RECIPE_ROWS = (Row("source-only-plain", "source-only", PLAIN), Row("mpscl-plain", "mpscl", PLAIN))
 RECIPE = {"rows": RECIPE_ROWS, "recommended": "mpscl", "baseline": "source-only-plain"}
+PAIR_ROWS = RECIPE_ROWS[:1]  # a pair of the user's: plain source-only beside the preset's rows
 
 BUILTIN = {s.name: s for s in (
     Suite("mscmrseg19", "C0 -> LGE", test_cases="6-45", val_cases="1-5", all_variants=True,

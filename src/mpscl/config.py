@@ -91,6 +91,17 @@ class MPSCLConfig:
 
 
 @dataclass
+class AppearanceConfig:
+    """Appearance handling of SOURCE training slices (docs/METHOD_NOTES.md); 0 = off."""
+    fda: float = 0.0  # probability of Fourier domain adaptation to a random target slice
+    fda_beta: float = 0.01  # half-width of the swapped low-frequency band, fraction of size
+    curves: float = 0.0  # probability of a random Bezier intensity curve
+    curves_monotone: bool = False  # monotone curves only (no folding of intensities)
+    gin: float = 0.0  # probability of a random shallow convolutional network (GIN)
+    gin_layers: int = 4
+
+
+@dataclass
 class TrainConfig:
     iters: int = 50000  # iterations of the main stage (every single-stage method, MPSCL stage)
     warmup_iters: int = 4000  # AdvEnt warm-up before MPSCL
@@ -112,6 +123,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     mpscl: MPSCLConfig = field(default_factory=MPSCLConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -156,6 +168,11 @@ _RANGES = {
     "mpscl.threshold": (0.0, 2.0, True, True),
     "mpscl.lambda_src": (0.0, 1e3, True, True),
     "mpscl.lambda_trg": (0.0, 1e3, True, True),
+    "appearance.fda": (0.0, 1.0, True, True),
+    "appearance.fda_beta": (0.0, 0.5, True, False),
+    "appearance.curves": (0.0, 1.0, True, True),
+    "appearance.gin": (0.0, 1.0, True, True),
+    "appearance.gin_layers": (1, 16, True, True),
     "train.iters": (0, 10**8, True, True),
     "train.warmup_iters": (0, 10**8, True, True),
     "train.seed": (0, 2**32 - 1, True, True),

@@ -42,6 +42,8 @@ def _check_run_config(out: Path, cfg: Config, method: str) -> None:
     if not isinstance(old, dict):
         raise TrainingError(f"{path}: not a run configuration (a YAML mapping); choose a new --out")
     old_method = old.pop("method", None)
+    for section, defaults in Config().to_dict().items():  # sections added since: their defaults
+        old.setdefault(section, defaults)
     diff = [k for k in diff_configs(old, cfg.to_dict()) if k not in RUNTIME_KEYS]
     if old_method not in (None, method):
         diff.insert(0, "method")

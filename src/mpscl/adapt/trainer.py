@@ -22,6 +22,7 @@ from ..models import build_discriminator, build_segmenter
 from . import steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext
+from ..data import appearance
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
 
@@ -166,6 +167,12 @@ class Trainer:
         # exactly as in one process with the whole global batch
         parts = [ds.batch([j], generator=sample_generator(seed, i, first + k)) for k, j in enumerate(idx)]
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if domain == "source" and appearance.enabled(self.cfg.appearance):
+            # its own stream (seed + 13), so the geometric augmentation is unchanged by the switch
+            x = torch.stack([appearance.randomise(x[k], self.cfg.appearance,
+                                                  sample_generator(seed + 13, i, first + k),
+                                                  self.target.images)
+                             for k in range(len(idx))])
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         return x, (y.to(self.device) if labelled else None)
 

@@ -1,0 +1,119 @@
+"""Paired validation runs for the appearance-handling research (issue 14).
+
+Every run is scored on VALIDATION cases only: LGE 1-5 (the MS-CMRSeg providers' validation
+cases) or phantom cases 1-3 (outside the phantom suites' test split 4-12). Resumable: a run
+whose metrics.json exists is skipped. Same budget rule as ``mpscl benchmark``: every method
+gets warmup_iters + iters iterations in all.
+
+    python benchmarks/appearance_validation.py --suite mscmrseg19 --seeds 1 --runs so,so-gin \
+        --work bench_work --results benchmarks/results/appearance-validation
+
+``--list`` prints the runs it knows. Results: RESULTS/<suite>/<run>/seed<k>/{metrics.json,run.json}
+and RESULTS/<suite>/table.md (every finished run, mean Dice over the validation cases).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpscl.adapt.pipeline import train
+from mpscl.benchmark import SHARED, SUITES, _git_commit, _machine, prepare_suite
+from mpscl.config import build_config
+from mpscl.evaluate import evaluate_checkpoint
+
+VAL_CASES = {"mscmrseg19": "1-5", "phantom-mr2ct": "1-3", "phantom-ct2mr": "1-3"}
+
+GIN = ["appearance.gin=0.5"]
+CURVES = ["appearance.curves=0.5"]
+FDA = ["appearance.fda=0.5", "appearance.fda_beta=0.01"]
+RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
+    "so": ("source-only", []),
+    "so-gin": ("source-only", GIN),
+    "so-curves": ("source-only", CURVES),
+    "so-curves-mono": ("source-only", CURVES + ["appearance.curves_monotone=true"]),
+    "so-fda": ("source-only", FDA),
+    "so-gin-curves": ("source-only", GIN + CURVES),
+    "so-gin-fda": ("source-only", GIN + FDA),
+    "so-gin-curves-fda": ("source-only", GIN + CURVES + FDA),
+    "so-gin-all": ("source-only", ["appearance.gin=1.0"]),
+    "advent-gin": ("advent", GIN),
+    "mpscl": ("mpscl", []),
+    "mpscl-gin": ("mpscl", GIN),
+    "oracle": ("oracle", []),
+}
+
+
+def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) -> None:
+    res = results / suite / name / f"seed{seed}"
+    if (res / "metrics.json").is_file():
+        print(f"[skip] {suite} {name} seed {seed}", flush=True)
+        return
+    method, sets = RUNS[name]
+    layers = [SUITES[suite]["settings"]] if "settings" in SUITES[suite] else []
+    base = build_config("cpu", layers, sets=list(extra))
+    sets = list(extra) + list(sets) + [f"train.seed={seed}"]
+    if method != "mpscl":
+        sets.append(f"train.iters={base.train.iters + base.train.warmup_iters}")
+    cfg = build_config("cpu", layers, sets=sets)
+    dirs = prepare_suite(suite, work, cfg.data.size, SHARED if SHARED.is_dir() else Path("../shared/data"))
+    print(f"[run] {suite} {name} seed {seed}: {method} {' '.join(sets)}", flush=True)
+    t0 = time.perf_counter()
+    final = train(dirs["source"], dirs["target"], method, cfg, work / "appearance-runs" / suite / name / f"seed{seed}",
+                  progress=False, log=lambda *a, **k: None)
+    secs = time.perf_counter() - t0
+    m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
+    info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,
+            "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": _git_commit(),
+            "machine": _machine(), "dice_mean": m["summary"]["dice_mean"]}
+    (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} ({secs / 60:.1f} min)", flush=True)
+
+
+def table(results: Path, suite: str) -> str:
+    rows = []
+    for d in sorted((results / suite).glob("*/")):
+        runs = [json.loads(p.read_text()) for p in sorted(d.glob("seed*/run.json"))]
+        if not runs:
+            continue
+        per = {r["seed"]: r["dice_mean"] for r in runs}
+        m = json.loads((d / f"seed{runs[0]['seed']}" / "metrics.json").read_text())["summary"]
+        classes = "  ".join(f"{k} {v['dice']:.1f}" for k, v in m["per_class"].items())
+        rows.append(f"| {d.name} | {np.mean(list(per.values())):.1f} | "
+                    f"{', '.join(f'{s}: {v:.1f}' for s, v in sorted(per.items()))} | {classes} |")
+    head = (f"Validation cases {VAL_CASES[suite]} of {suite}, mean 3D Dice (%); per seed; per class of the first seed\n\n"
+            "| run | mean | per seed | classes |\n|---|---|---|---|\n")
+    text = head + "\n".join(rows) + "\n"
+    (results / suite / "table.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=sorted(VAL_CASES), default="mscmrseg19")
+    ap.add_argument("--runs", default="", help="comma-separated run names (see --list)")
+    ap.add_argument("--seeds", default="1")
+    ap.add_argument("--work", type=Path, default=Path("bench_work"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/appearance-validation"))
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE for every run")
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args(argv)
+    if a.list:
+        for k, (m, s) in RUNS.items():
+            print(f"{k:22s} {m:12s} {' '.join(s)}")
+        return 0
+    for name in [r for r in a.runs.split(",") if r]:
+        if name not in RUNS:
+            sys.exit(f"unknown run {name!r}; --list shows them")
+        for seed in [int(s) for s in a.seeds.split(",")]:
+            run_one(a.suite, name, seed, a.work, a.results, a.sets)
+    print(table(a.results, a.suite))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

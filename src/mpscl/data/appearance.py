@@ -55,28 +55,37 @@ def fda(source: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor
 def bezier_control_points(generator: torch.Generator, monotone: bool) -> torch.Tensor:
     """(4, 2) control points (x, y) of a random intensity curve on [-1, 1].
 
-    The x coordinates are increasing, so the curve is a function of x. Monotone curves
-    have increasing y too (then reversed with probability 1/2: an inverted contrast is
-    still monotone); other curves have free middle y values, so intensities can fold."""
-    r = torch.rand(5, generator=generator, dtype=torch.float64) * 2 - 1
-    xs = torch.cat([torch.tensor([-1.0], dtype=torch.float64), r[:2].sort().values,
-                    torch.tensor([1.0], dtype=torch.float64)])
-    mid = r[2:4].sort().values if monotone else r[2:4]
-    ys = torch.cat([torch.tensor([-1.0], dtype=torch.float64), mid, torch.tensor([1.0], dtype=torch.float64)])
-    if float(r[4]) < 0.0:
-        ys = -ys
+    The x coordinates run from -1 to 1 and increase, so the curve is a function of x.
+    Monotone curves go from (-1, -1) to (1, 1) with increasing y, reversed (y -> -y) with
+    probability 1/2: an inverted contrast is still monotone. Free curves draw all four y
+    values in [-1, 1], so intensities can fold (what CT <-> MR needs: a tissue bright in one
+    modality and mid-grey in the other); :func:`bezier_curve` stretches them to the full range.
+    """
+    r = torch.rand(7, generator=generator, dtype=torch.float64) * 2 - 1
+    one = torch.ones(1, dtype=torch.float64)
+    xs = torch.cat([-one, r[:2].sort().values, one])
+    if monotone:
+        ys = torch.cat([-one, r[2:4].sort().values, one])
+        if float(r[6]) < 0.0:
+            ys = -ys
+    else:
+        ys = r[2:6]
     return torch.stack([xs, ys], dim=1)
 
 
 def bezier_curve(image: torch.Tensor, generator: torch.Generator, monotone: bool = False,
                  samples: int = 1000) -> torch.Tensor:
     """Remap intensities through a random cubic Bezier curve; [-1, 1] maps into [-1, 1]
-    (a Bezier curve stays in the convex hull of its control points)."""
+    (a Bezier curve stays in the convex hull of its control points), and the curve's values
+    are stretched to span [-1, 1] so no contrast is lost to a flat curve."""
     p = bezier_control_points(generator, monotone)
     t = torch.linspace(0.0, 1.0, samples, dtype=torch.float64)[:, None]
     basis = torch.cat([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3], dim=1)
     curve = basis @ p  # (samples, 2), x increasing in t
-    return _interp(image.double().clamp(-1.0, 1.0), curve[:, 0].contiguous(), curve[:, 1].contiguous()).to(image.dtype)
+    y = curve[:, 1]
+    lo, hi = y.min(), y.max()
+    y = 2 * (y - lo) / (hi - lo) - 1 if hi - lo > 1e-6 else torch.zeros_like(y)
+    return _interp(image.double().clamp(-1.0, 1.0), curve[:, 0].contiguous(), y.contiguous()).to(image.dtype)
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:

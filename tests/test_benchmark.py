@@ -159,3 +159,11 @@ def test_recommended_row_against_the_plain_baseline_hand_values(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "mpscl closes 40% of the source-only-plain -> oracle gap (seeds 1, 2)" in md
     assert "mpscl minus advent, mean Dice seed by seed: +5.5 (+4.0, +7.0)" in md
+
+
+def test_a_gap_share_that_rounds_to_zero_prints_without_a_sign(tmp_path):
+    for row, d in (("source-only-plain", 50.0), ("mpscl", 49.9), ("oracle", 90.0)):
+        _metrics(tmp_path / row / "seed1", {"MYO": d})
+    summarise(tmp_path, "mscmrseg19")
+    md = (tmp_path / "summary.md").read_text()
+    assert "mpscl closes 0% of the source-only-plain -> oracle gap" in md and "-0%" not in md

@@ -230,7 +230,7 @@ def _recommended_lines(summary: Dict) -> List[str]:
     base, lines = summary["baseline"], []
     for row, g in summary.get("gap_closed", {}).items():
         if g["share"] is not None:
-            lines.append(f"- {row} closes {100 * g['share']:.0f}% of the {base} -> oracle gap "
+            lines.append(f"- {row} closes {int(round(100 * g['share']))}% of the {base} -> oracle gap "
                          f"(seeds {', '.join(map(str, g['seeds']))}).")
     for b, c in summary.get("recommended_vs", {}).items():
         per = ", ".join(_signed(d) for d in c["diff_per_seed"])

@@ -132,17 +132,11 @@ def summarise(results: Path, suite: Union[str, Suite], rows: Optional[Sequence[R
             r.name: c for r in rows if r.starts_from == base and r.name in methods and base in methods
             and (c := _paired_seeds(methods[r.name], methods[base])) is not None}
     # the gap closed, over the seeds all three have (an unfinished seed must not tilt it)
-    gap_methods = ("source-only", "oracle", "mpscl")
-    if all(k in methods for k in gap_methods):
-        by_seed = [_by_seed(methods[k]) for k in gap_methods]
-        common = sorted(set.intersection(*map(set, by_seed)))
-        if common:
-            so, orc, mp = (float(np.mean([d[s] for s in common])) for d in by_seed)
-            if orc > so:
-                summary["mpscl_gap_closed"] = (mp - so) / (orc - so)
-                summary["mpscl_gap_closed_seeds"] = common
-            else:  # a share of a negative gap reads as a gain; say there is none
-                summary["no_gap_seeds"] = common
+    gap = _gap_share(methods, "source-only", "mpscl")
+    if gap and gap["share"] is not None:
+        summary["mpscl_gap_closed"], summary["mpscl_gap_closed_seeds"] = gap["share"], gap["seeds"]
+    elif gap:  # a share of a negative gap reads as a gain; say there is none
+        summary["no_gap_seeds"] = gap["seeds"]
     if suite.recommended and suite.baseline != "source-only":
         summary.update(_recommended_block(methods, suite))
     summary["val_cases"] = suite.val_cases
@@ -200,7 +194,8 @@ def _split_line(summary: Dict) -> str:
 
 
 def _gap_share(methods: Dict, base: str, row: str) -> Optional[Dict]:
-    """Share of the ``base`` -> oracle gap that ``row`` closes, over the seeds all three have."""
+    """Share of the ``base`` -> oracle gap that ``row`` closes, over the seeds all three have
+    (``share`` None when the oracle is not above ``base``: there is no gap to close)."""
     if not all(k in methods for k in (base, "oracle", row)):
         return None
     by_seed = [_by_seed(methods[k]) for k in (base, "oracle", row)]

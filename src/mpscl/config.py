@@ -125,6 +125,20 @@ class MPSCLConfig:
     # decays from optim.lr over its own length) or "continue" (one decay over both stages,
     # as a single-stage run of the same budget)
     schedule: str = setting("authors", choices=("authors", "restart", "continue"))
+    # Beyond the paper (issue 14), 0 = off: a class-weighted CE on target pixels whose
+    # segmenter prediction is confident (softmax >= self_training_threshold) and, with
+    # self_training_agree, equals the prototype pseudo-label; computed on the target slice
+    # itself ("clean") or on a random-network view of it ("randomised", labels from the clean one)
+    self_training: float = setting(0.0, "[0, 1000]")
+    self_training_threshold: float = setting(0.9, "[0, 1]")
+    self_training_agree: bool = True
+    self_training_view: str = setting("clean", choices=("clean", "randomised"))
+    # pseudo-labels from a mean teacher (EMA of the segmenter's weights with this momentum,
+    # starting from the warm-up) instead of the segmenter itself; 0 = the segmenter
+    self_training_teacher: float = setting(0.0, "[0, 1)")
+    # class-balanced selection (CBST, Zou et al. ECCV 2018): every class keeps at least this
+    # fraction of its most confident predicted pixels in the batch, whatever the threshold
+    self_training_class_fraction: float = setting(0.0, "[0, 1]")
 
 
 @dataclass

@@ -173,7 +173,8 @@ register(Method("source-only", (Stage("source-only", f"{_STEPS}:supervised_step"
 register(Method("advent", (ADVENT,), help="entropy-map adversarial alignment", benchmark=True))
 register(Method("mpscl", (
     replace(ADVENT, name="warmup", budget="warmup_iters"),
-    replace(ADVENT, name="mpscl", step=f"{_STEPS}:mpscl_step", init_from="warmup", prototypes=True),
+    replace(ADVENT, name="mpscl", step=f"{_STEPS}:mpscl_step", init_from="warmup", prototypes=True,
+            networks={**ENTROPY_DISCRIMINATORS, "teacher": "mpscl.adapt.networks:self_training_teacher"}),
 ), help="AdvEnt warm-up -> prototypes -> margin preserving contrastive learning",
     decay_key="mpscl.schedule", benchmark=True))
 register(Method("oracle", (Stage("oracle", f"{_STEPS}:supervised_step", inputs=("target+labels",)),),

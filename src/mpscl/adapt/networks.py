@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import torch
 
-from ..models import build_discriminator
+from ..models import build_discriminator, build_segmenter
 
 
 def discriminator_main(cfg, num_classes: int) -> Optional[torch.nn.Module]:
@@ -18,6 +18,15 @@ def discriminator_aux(cfg, num_classes: int) -> Optional[torch.nn.Module]:
     if not (cfg.loss.adversarial and cfg.model.multi_level):
         return None
     return build_discriminator(cfg.model, num_classes)
+
+
+def self_training_teacher(cfg, num_classes: int) -> Optional[torch.nn.Module]:
+    """The mean teacher of MPSCL's target self-training (``mpscl.self_training_teacher``);
+    not optimised: its weights follow the segmenter's (steps.update_teacher)."""
+    c = cfg.mpscl
+    if not (c.self_training > 0 and c.self_training_teacher > 0):
+        return None
+    return build_segmenter(cfg.model, num_classes).requires_grad_(False)
 
 
 def segmenter_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:

@@ -13,7 +13,7 @@ import torch
 
 from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
                       segmentation_loss)
-from ..losses.segmentation import class_counts
+from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
 Terms = Dict[str, torch.Tensor]
@@ -126,8 +126,9 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
     terms["mpcl_src"] = mpcl_loss(feats_s, ys_low, protos, margin=c.margin_src,   # 4 (source)
                                   temperature=c.temp_src, base_temperature=c.base_temp,
                                   variant=c.variant)
-    if c.lambda_trg > 0:
+    if c.lambda_trg > 0 or c.self_training > 0:
         pl, sel = pseudo_label(feats_t.detach().float(), protos, c.threshold)  # 5
+    if c.lambda_trg > 0:
         kw = {}
         if t.dist.enabled:  # the masked average of the global batch
             kw = {"mask_total": t.dist.all_reduce_sum(sel.sum().float()),
@@ -136,10 +137,69 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
                                       temperature=c.temp_trg, base_temperature=c.base_temp,
                                       mask=sel, variant=c.variant, **kw)
         t.stats["selected"] = sel.float().mean().item()
+    if c.self_training > 0:
+        terms["st_trg"] = _self_training_term(t, xt, main_t, pl)
     t.backward(terms, _weighted(t, terms))                                   # 6
     if t.nets.get("disc_main") is not None:
         terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
     return terms
+
+
+def self_training_labels(logits: torch.Tensor, proto_labels: torch.Tensor, threshold: float,
+                         agree: bool, class_fraction: float = 0.0) -> torch.Tensor:
+    """(B,H,W) int64 pseudo-labels from detached ``logits`` (B,K,H,W): the argmax where the
+    softmax maximum is >= ``threshold``, or, for ``class_fraction`` p > 0, >= the (1 - p)
+    quantile of the maxima of the pixels predicted as the same class in the batch (the
+    smaller bound wins); with ``agree`` also equal to ``proto_labels`` (B,h,w) upsampled by
+    nearest neighbour; -1 (ignored) elsewhere."""
+    with torch.no_grad():
+        conf, labels = torch.softmax(logits.detach().float(), dim=1).max(dim=1)
+        keep = conf >= threshold
+        if class_fraction > 0:
+            for k in torch.unique(labels).tolist():
+                of_k = labels == k
+                keep |= of_k & (conf >= torch.quantile(conf[of_k], 1.0 - class_fraction))
+        if agree:
+            up = torch.nn.functional.interpolate(proto_labels[:, None].float(), size=labels.shape[-2:],
+                                                 mode="nearest")[:, 0].long()
+            keep &= labels == up
+    return torch.where(keep, labels, torch.full_like(labels, -1))
+
+
+@torch.no_grad()
+def update_teacher(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """Mean teacher: weights <- m * weights + (1 - m) * student's; buffers (BatchNorm
+    statistics) copied from the student."""
+    for pt, ps in zip(teacher.parameters(), student.parameters()):
+        pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
+    for bt, bs in zip(teacher.buffers(), student.buffers()):
+        bt.copy_(bs)
+
+
+def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
+    """Beyond the paper: class-weighted CE on confident target pseudo-labels (MPSCLConfig)."""
+    c = t.cfg.mpscl
+    teacher = t.nets.get("teacher")
+    source = main_t
+    if teacher is not None:
+        if t.iteration == 0:  # a fresh stage: the teacher starts as the warm-up segmenter
+            teacher.load_state_dict(t.model.state_dict())
+        else:
+            update_teacher(teacher, t.model, c.self_training_teacher)
+        with torch.no_grad(), t.autocast():
+            _, _, source = teacher(xt)
+    labels = self_training_labels(source, proto_labels, c.self_training_threshold, c.self_training_agree,
+                                  c.self_training_class_fraction)
+    t.stats["st_selected"] = (labels >= 0).float().mean().item()
+    logits = main_t
+    if c.self_training_view == "randomised":
+        with t.autocast():
+            _, _, logits = t.model(t.target_view(xt, t.iteration))
+    kw = {}
+    if t.dist.enabled:
+        kw = {"counts": t.dist.all_reduce_sum(class_counts(labels, t.num_classes)),
+              "world_size": t.dist.world_size}
+    return weighted_cross_entropy(logits, labels, **kw)
 
 
 def loss_weights(cfg) -> Dict[str, float]:
@@ -148,5 +208,6 @@ def loss_weights(cfg) -> Dict[str, float]:
         "seg_src": cfg.loss.seg_main, "seg_src_aux": cfg.loss.seg_aux,
         "adv": cfg.loss.adv_main, "adv_aux": cfg.loss.adv_aux,
         "mpcl_src": cfg.mpscl.lambda_src, "mpcl_trg": cfg.mpscl.lambda_trg,
+        "st_trg": cfg.mpscl.self_training,
     }
 

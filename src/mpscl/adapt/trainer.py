@@ -146,6 +146,14 @@ class Trainer:
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         return x, (y.to(self.device) if labelled else None)
 
+    def target_view(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """A random-network view (GIN, always applied) of the target batch ``x`` of iteration
+        ``i``, drawn per global batch position from its own stream (seed + 29)."""
+        first = self.dist.rank * len(x)
+        return torch.stack([appearance.random_conv(x[k].cpu(), sample_generator(self.cfg.train.seed + 29, i, first + k),
+                                                   layers=self.cfg.appearance.gin_layers)
+                            for k in range(len(x))]).to(self.device).contiguous(memory_format=self.memory_format)
+
     def backward(self, terms: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
         """Refuse non-finite losses before they touch any weight, then backpropagate."""
         bad = next((n for n, v in terms.items() if not torch.isfinite(v.detach()).all()), None)

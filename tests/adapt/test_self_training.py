@@ -1,0 +1,141 @@
+"""Target self-training on top of MPSCL (``mpscl.self_training*``, beyond the paper)."""
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from mpscl.adapt.pipeline import train
+from mpscl.adapt.steps import self_training_labels, update_teacher
+from mpscl.config import ConfigError, build_config
+
+
+def test_labels_keep_confident_pixels_that_agree_with_the_prototypes():
+    # 2 classes, 2 x 2 pixels; softmax of (a, 0) for class 0 is 1 / (1 + e^-a)
+    a = math.log(19.0)  # p = 0.95
+    logits = torch.tensor([[[a, -a], [0.1, 5.0]],
+                           [[0.0, 0.0], [0.0, 0.0]]])[None]  # (1, 2, 2, 2)
+    # pixel (0,0): class 0 at 0.95; (0,1): class 1 at 0.95; (1,0): class 0 at 0.525; (1,1): class 0 at 0.993
+    protos = torch.tensor([[[0]]])  # (1, 1, 1): upsampled to every pixel: class 0
+    got = self_training_labels(logits, protos, 0.9, agree=False)
+    assert got.tolist() == [[[0, 1], [-1, 0]]]
+    got = self_training_labels(logits, protos, 0.9, agree=True)
+    assert got.tolist() == [[[0, -1], [-1, 0]]]  # (0,1) says 1, the prototypes 0
+    got = self_training_labels(logits, protos, 0.0, agree=False)
+    assert got.tolist() == [[[0, 1], [0, 0]]]
+    # class-balanced: class 0's maxima are 0.95, 0.525, 0.993; its top half (>= the median
+    # 0.95) passes a threshold of 0.99; class 1's single pixel (0.95) is its own median
+    got = self_training_labels(logits, protos, 0.99, agree=False, class_fraction=0.5)
+    assert got.tolist() == [[[0, 1], [-1, 0]]]
+    got = self_training_labels(logits, protos, 0.99, agree=False, class_fraction=0.0)
+    assert got.tolist() == [[[-1, -1], [-1, 0]]]
+    # nearest upsampling of a 1 x 2 prototype map: left column 1, right column 0
+    got = self_training_labels(logits, torch.tensor([[[1, 0]]]), 0.5, agree=True)
+    assert got.tolist() == [[[-1, -1], [-1, 0]]]
+
+
+def test_mean_teacher_update_is_the_ema_of_weights_and_copies_buffers():
+    teacher, student = torch.nn.BatchNorm2d(2), torch.nn.BatchNorm2d(2)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.tensor([1.0, 2.0]))
+        student.weight.copy_(torch.tensor([3.0, -2.0]))
+        student.running_mean.copy_(torch.tensor([0.5, 0.25]))
+    student.num_batches_tracked.fill_(7)
+    update_teacher(teacher, student, 0.75)
+    assert torch.allclose(teacher.weight, torch.tensor([1.5, 1.0]))  # 0.75 * t + 0.25 * s
+    assert torch.equal(teacher.running_mean, student.running_mean) and int(teacher.num_batches_tracked) == 7
+
+
+def test_settings_are_validated():
+    cfg = build_config("cpu", sets=["mpscl.self_training=0.5", "mpscl.self_training_view=randomised"])
+    assert cfg.mpscl.self_training == 0.5 and cfg.mpscl.self_training_view == "randomised"
+    assert build_config("cpu").mpscl.self_training == 0.0  # off unless asked
+    with pytest.raises(ConfigError, match="self_training_view"):
+        build_config("cpu", sets=["mpscl.self_training_view=strong"])
+    with pytest.raises(ConfigError, match="self_training_threshold"):
+        build_config("cpu", sets=["mpscl.self_training_threshold=1.5"])
+
+
+TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+        "train.log_every=1", "train.checkpoint_every=2", "train.threads=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("view,teacher", [("clean", 0.0), ("randomised", 0.0), ("randomised", 0.9)])
+def test_self_training_trains_logs_and_changes_the_weights(tiny_phantom, tmp_path, view, teacher):
+    on = build_config("cpu", sets=TINY + ["mpscl.self_training=1.0", "mpscl.self_training_threshold=0.3",
+                                          f"mpscl.self_training_view={view}",
+                                          f"mpscl.self_training_teacher={teacher}"])
+    off = build_config("cpu", sets=TINY)
+    a = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", on, tmp_path / "on", progress=False)
+    b = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", off, tmp_path / "off", progress=False)
+    recs = [json.loads(l) for l in (tmp_path / "on" / "mpscl" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["st_trg"]) and 0.0 <= r["st_selected"] <= 1.0 for r in recs)
+    assert any(r["st_selected"] > 0 for r in recs)
+    off_recs = (tmp_path / "off" / "mpscl" / "log.jsonl").read_text()
+    assert "st_trg" not in off_recs
+    wa, wb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
+    # same warm-up (the switch only acts in the MPSCL stage), different MPSCL weights
+    w0 = torch.load(tmp_path / "on" / "warmup" / "final.pt", weights_only=True)["model"]
+    w1 = torch.load(tmp_path / "off" / "warmup" / "final.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, w1[k]) for k, v in w0.items())
+    assert any(not torch.equal(v, wb[k]) for k, v in wa.items())
+    ck = torch.load(tmp_path / "on" / "mpscl" / "final.pt", weights_only=True)
+    if teacher:  # checkpointed (resume), and the EMA of the segmenter's path: not the segmenter
+        key = "main_head.branches.0.weight"
+        t, s, w = ck["teacher"][key], ck["model"][key], w0[key]
+        assert not torch.equal(t, s) and not torch.equal(t, w)
+    else:
+        assert ck.get("teacher") is None
+
+
+def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
+    from mpscl.adapt.trainer import Trainer
+    from mpscl.data import SliceDataset
+
+    cfg = build_config("cpu", sets=TINY)
+    src, trg = SliceDataset(tiny_phantom["mr"]), SliceDataset(tiny_phantom["ct"], labelled=False)
+    t = Trainer(cfg, "source-only", src, trg, "unused", device=torch.device("cpu"), progress=False)
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    v = t.target_view(x, 5)
+    assert v.shape == x.shape and torch.isfinite(v).all() and not torch.equal(v, x)
+    assert torch.equal(v, t.target_view(x, 5))
+    assert not torch.equal(v, t.target_view(x, 6))
+    # position k of the batch: the same view whatever else is in the batch
+    assert torch.equal(t.target_view(x[:1], 5), v[:1])
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical_with_the_randomised_view_and_teacher(tiny_phantom, tmp_path):
+    from mpscl.adapt.trainer import Interrupted, Trainer
+    from mpscl.data import SliceDataset
+
+    cfg = build_config("cpu", sets=TINY + ["train.iters=6", "mpscl.self_training=1.0",
+                                           "mpscl.self_training_threshold=0.3", "mpscl.self_training_teacher=0.9",
+                                           "mpscl.self_training_view=randomised"])
+    src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
+    from mpscl.models import build_segmenter
+    torch.manual_seed(0)
+    protos = torch.randn(5, build_segmenter(cfg.model, 5).feature_dim)
+
+    def trainer(out):
+        return Trainer(cfg, "mpscl", src, trg, out, device=torch.device("cpu"), prototypes=protos,
+                       progress=False)
+
+    ref = torch.load(trainer(tmp_path / "a").fit(), weights_only=True)
+    t = trainer(tmp_path / "b")
+    step = t.step
+
+    def stop_at_3():
+        out = step()
+        if t.iteration == 2:
+            t._on_signal(signal.SIGTERM, None)
+        return out
+    t.step = stop_at_3
+    with pytest.raises(Interrupted):
+        t.fit()
+    got = torch.load(trainer(tmp_path / "b").fit(), weights_only=True)
+    for net in ("model", "teacher"):
+        for k, v in ref[net].items():
+            assert torch.equal(v, got[net][k]), (net, k)

@@ -1,9 +1,12 @@
-"""Paired validation runs for the appearance-handling research (issue 14).
+"""Paired validation runs for the CPU-recipe research (issue 14): appearance handling, and
+target self-training on top of MPSCL.
 
 Every run is scored on VALIDATION cases only: LGE 1-5 (the MS-CMRSeg providers' validation
 cases) or phantom cases 1-3 (outside the phantom suites' test split 4-12). Resumable: a run
 whose metrics.json exists is skipped. Same budget rule as ``mpscl benchmark``: every method
-gets warmup_iters + iters iterations in all.
+gets warmup_iters + iters iterations in all. Runs start from ``--preset cpu-plain`` and name
+their appearance handling; MPSCL runs whose settings outside ``mpscl.*`` agree share one
+warm-up (WORK/appearance-runs/<suite>/warmup-<hash>), so they differ only in the MPSCL stage.
 
     python benchmarks/appearance_validation.py --suite mscmrseg19 --seeds 1 --runs so,so-gin \
         --work bench_work --results benchmarks/results/appearance-validation
@@ -14,6 +17,7 @@ and RESULTS/<suite>/table.md (every finished run, mean Dice over the validation 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -30,6 +34,7 @@ from mpscl.runtime import machine_line
 
 VAL_CASES = {name: s.val_cases for name, s in BUILTIN.items()}  # the suites' validation cases
 
+PRESET = "cpu-plain"  # every run names its appearance handling explicitly
 GIN = ["appearance.gin=0.5"]
 CURVES = ["appearance.curves=0.5"]
 FDA = ["appearance.fda=0.5", "appearance.fda_beta=0.01"]
@@ -46,6 +51,17 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "advent-gin": ("advent", GIN),
     "mpscl": ("mpscl", []),
     "mpscl-gin": ("mpscl", GIN),
+    "mpscl-gcf": ("mpscl", GIN + CURVES + FDA),
+    # target self-training on top of MPSCL + GIN (mpscl.self_training*, beyond the paper)
+    "mpscl-gin-st": ("mpscl", GIN + ["mpscl.self_training=1.0"]),
+    "mpscl-gin-st-noagree": ("mpscl", GIN + ["mpscl.self_training=1.0", "mpscl.self_training_agree=false"]),
+    "mpscl-gin-st-rand": ("mpscl", GIN + ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised"]),
+    "mpscl-gin-st-rand-teacher": ("mpscl", GIN + ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised",
+                                                  "mpscl.self_training_teacher=0.99"]),
+    "mpscl-gin-st-rand-cb": ("mpscl", GIN + ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised",
+                                             "mpscl.self_training_class_fraction=0.5"]),
+    "mpscl-gin-st-rand-gentle": ("mpscl", GIN + ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
+                                                 "mpscl.self_training_threshold=0.95"]),
     "oracle": ("oracle", []),
 }
 
@@ -57,16 +73,24 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
         return
     method, sets = RUNS[name]
     layers = [BUILTIN[suite].settings()] if BUILTIN[suite].settings() else []
-    base = build_config("cpu", layers, sets=list(extra))
+    base = build_config(PRESET, layers, sets=list(extra))
     sets = list(extra) + list(sets) + [f"train.seed={seed}"]
     if method != "mpscl":
         sets.append(f"train.iters={base.train.iters + base.train.warmup_iters}")
-    cfg = build_config("cpu", layers, sets=sets)
+    cfg = build_config(PRESET, layers, sets=sets)
     dirs = prepare_builtin(BUILTIN[suite], work, cfg.data.size, SHARED)
     print(f"[run] {suite} {name} seed {seed}: {method} {' '.join(sets)}", flush=True)
     t0 = time.perf_counter()
+    quiet = dict(progress=False, log=lambda *a, **k: None)
+    init = None
+    if method == "mpscl":  # runs whose warm-up settings agree share one warm-up (paired)
+        warm_sets = [s for s in sets if not s.startswith("mpscl.")]
+        key = hashlib.sha256(" ".join(sorted(warm_sets)).encode()).hexdigest()[:10]
+        wdir = work / "appearance-runs" / suite / f"warmup-{key}"
+        init = train(dirs["source"], dirs["target"], "mpscl", build_config(PRESET, layers, sets=warm_sets),
+                     wdir, stage="warmup", **quiet)
     final = train(dirs["source"], dirs["target"], method, cfg, work / "appearance-runs" / suite / name / f"seed{seed}",
-                  progress=False, log=lambda *a, **k: None)
+                  init=init, **quiet)
     secs = time.perf_counter() - t0
     m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
     info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,

@@ -139,6 +139,10 @@ class MPSCLConfig:
     # class-balanced selection (CBST, Zou et al. ECCV 2018): every class keeps at least this
     # fraction of its most confident predicted pixels in the batch, whatever the threshold
     self_training_class_fraction: float = setting(0.0, "[0, 1]")
+    # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
+    # channels) between the layer4 features and the contrastive loss, prototypes and
+    # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines
+    projection: int = setting(0, "[0, 4096]")
 
 
 @dataclass

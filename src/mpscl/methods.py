@@ -174,7 +174,10 @@ register(Method("advent", (ADVENT,), help="entropy-map adversarial alignment", b
 register(Method("mpscl", (
     replace(ADVENT, name="warmup", budget="warmup_iters"),
     replace(ADVENT, name="mpscl", step=f"{_STEPS}:mpscl_step", init_from="warmup", prototypes=True,
-            networks={**ENTROPY_DISCRIMINATORS, "teacher": "mpscl.adapt.networks:self_training_teacher"}),
+            networks={**ENTROPY_DISCRIMINATORS, "teacher": "mpscl.adapt.networks:self_training_teacher",
+                      "projector": "mpscl.adapt.networks:projection_head"},
+            optimisers={**ADVERSARIAL_OPTIMISERS,
+                        "opt_proj": Optimiser(("projector",), "mpscl.adapt.networks:projection_sgd")}),
 ), help="AdvEnt warm-up -> prototypes -> margin preserving contrastive learning",
     decay_key="mpscl.schedule", benchmark=True))
 register(Method("oracle", (Stage("oracle", f"{_STEPS}:supervised_step", inputs=("target+labels",)),),

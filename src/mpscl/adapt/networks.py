@@ -29,6 +29,26 @@ def self_training_teacher(cfg, num_classes: int) -> Optional[torch.nn.Module]:
     return build_segmenter(cfg.model, num_classes).requires_grad_(False)
 
 
+def projection_head(cfg, num_classes: int) -> Optional[torch.nn.Module]:
+    """MPSCL's optional projection head (``mpscl.projection`` output channels)."""
+    d = cfg.mpscl.projection
+    if d <= 0:
+        return None
+    with torch.random.fork_rng():  # reading the feature width must not move the weights' draws
+        c = build_segmenter(cfg.model, num_classes).feature_dim
+    return torch.nn.Sequential(torch.nn.Conv2d(c, c, 1), torch.nn.ReLU(inplace=True), torch.nn.Conv2d(c, d, 1))
+
+
+def projection_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
+    """The projection head at the segmenter heads' rate (``optim.lr x head_lr_mult``)."""
+    o, lr = cfg.optim, cfg.optim.lr * cfg.optim.head_lr_mult
+    opt = torch.optim.SGD([p for m in modules for p in m.parameters()], lr=lr,
+                          momentum=o.momentum, weight_decay=o.weight_decay)
+    for g in opt.param_groups:
+        g["initial_lr"] = lr
+    return opt
+
+
 def segmenter_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
     """DeepLab's SGD; the heads at ``optim.head_lr_mult`` times the backbone's rate."""
     o, (model,) = cfg.optim, modules

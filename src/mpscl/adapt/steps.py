@@ -120,6 +120,13 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
     if t.nets.get("disc_main") is not None:
         with t.autocast():
             terms.update(_adversarial_terms(t, aux_t, main_t))               # 2
+    proj = t.nets.get("projector")
+    if proj is not None:  # beyond the paper: contrast (and keep prototypes) in its output space
+        with t.autocast():
+            feats_s, feats_t = proj(feats_s), proj(feats_t)
+        if t.iteration == 0:  # a fresh stage: the warm-up's prototypes, projected
+            with torch.no_grad():
+                t.prototypes = proj(t.prototypes[:, :, None, None])[:, :, 0, 0].float()
     update_prototypes_step(t, feats_s, ys)                                   # 3
     protos = t.prototypes.detach()
     ys_low = downsample_labels(ys, feats_s.shape[-2:])

@@ -61,6 +61,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-st-rand-cb": ("mpscl", GIN + ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised",
                                              "mpscl.self_training_class_fraction=0.5"]),
     "mpscl-gin-proj": ("mpscl", GIN + ["mpscl.projection=128"]),
+    # the same 1,800 iterations, two thirds of them AdvEnt warm-up
+    "mpscl-gin-longwarm": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600"]),
     "mpscl-gin-st-rand-gentle": ("mpscl", GIN + ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
                                                  "mpscl.self_training_threshold=0.95"]),
     "oracle": ("oracle", []),

@@ -1,7 +1,6 @@
 """MPSCL's optional projection head (``mpscl.projection``, beyond the paper)."""
 import json
 import math
-import signal
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from mpscl.adapt.networks import projection_head
 from mpscl.adapt.pipeline import train
 from mpscl.config import build_config
+from resume_helpers import assert_resume_bit_identical
 
 TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1"]
@@ -48,7 +48,7 @@ def test_training_with_a_projection_head(tiny_phantom, tmp_path):
 
 @pytest.mark.slow
 def test_resume_is_bit_identical_with_a_projection_head(tiny_phantom, tmp_path):
-    from mpscl.adapt.trainer import Interrupted, Trainer
+    from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
     from mpscl.models import build_segmenter
 
@@ -60,20 +60,5 @@ def test_resume_is_bit_identical_with_a_projection_head(tiny_phantom, tmp_path):
     def trainer(out):
         return Trainer(cfg, "mpscl", src, trg, out, device=torch.device("cpu"), prototypes=protos, progress=False)
 
-    ref = torch.load(trainer(tmp_path / "a").fit(), weights_only=True)
-    t = trainer(tmp_path / "b")
-    step = t.step
-
-    def stop_at_3():
-        out = step()
-        if t.iteration == 2:
-            t._on_signal(signal.SIGTERM, None)
-        return out
-    t.step = stop_at_3
-    with pytest.raises(Interrupted):
-        t.fit()
-    got = torch.load(trainer(tmp_path / "b").fit(), weights_only=True)
-    for net in ("model", "projector"):
-        for k, v in ref[net].items():
-            assert torch.equal(v, got[net][k]), (net, k)
-    assert torch.equal(ref["prototypes"], got["prototypes"])
+    ref = assert_resume_bit_identical(trainer, tmp_path, entries=("model", "projector", "prototypes"))
+    assert ref["prototypes"].shape[1] == 16  # projected

@@ -1,7 +1,6 @@
 """Target self-training on top of MPSCL (``mpscl.self_training*``, beyond the paper)."""
 import json
 import math
-import signal
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from mpscl.adapt.pipeline import train
 from mpscl.adapt.steps import self_training_labels, update_teacher
 from mpscl.config import ConfigError, build_config
+from resume_helpers import assert_resume_bit_identical
 
 
 def test_labels_keep_confident_pixels_that_agree_with_the_prototypes():
@@ -108,7 +108,7 @@ def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
 
 @pytest.mark.slow
 def test_resume_is_bit_identical_with_the_randomised_view_and_teacher(tiny_phantom, tmp_path):
-    from mpscl.adapt.trainer import Interrupted, Trainer
+    from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
 
     cfg = build_config("cpu", sets=TINY + ["train.iters=6", "mpscl.self_training=1.0",
@@ -123,19 +123,4 @@ def test_resume_is_bit_identical_with_the_randomised_view_and_teacher(tiny_phant
         return Trainer(cfg, "mpscl", src, trg, out, device=torch.device("cpu"), prototypes=protos,
                        progress=False)
 
-    ref = torch.load(trainer(tmp_path / "a").fit(), weights_only=True)
-    t = trainer(tmp_path / "b")
-    step = t.step
-
-    def stop_at_3():
-        out = step()
-        if t.iteration == 2:
-            t._on_signal(signal.SIGTERM, None)
-        return out
-    t.step = stop_at_3
-    with pytest.raises(Interrupted):
-        t.fit()
-    got = torch.load(trainer(tmp_path / "b").fit(), weights_only=True)
-    for net in ("model", "teacher"):
-        for k, v in ref[net].items():
-            assert torch.equal(v, got[net][k]), (net, k)
+    assert_resume_bit_identical(trainer, tmp_path, entries=("model", "teacher"))

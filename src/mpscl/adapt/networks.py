@@ -6,6 +6,7 @@ from typing import List, Optional
 import torch
 
 from ..models import build_discriminator, build_segmenter
+from ..models.resnet import channels
 
 
 def discriminator_main(cfg, num_classes: int) -> Optional[torch.nn.Module]:
@@ -34,19 +35,16 @@ def projection_head(cfg, num_classes: int) -> Optional[torch.nn.Module]:
     d = cfg.mpscl.projection
     if d <= 0:
         return None
-    with torch.random.fork_rng():  # reading the feature width must not move the weights' draws
-        c = build_segmenter(cfg.model, num_classes).feature_dim
+    c = channels(cfg.model.backbone, cfg.model.width)[1]  # the segmenter's feature_dim
     return torch.nn.Sequential(torch.nn.Conv2d(c, c, 1), torch.nn.ReLU(inplace=True), torch.nn.Conv2d(c, d, 1))
 
 
 def projection_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
     """The projection head at the segmenter heads' rate (``optim.lr x head_lr_mult``)."""
-    o, lr = cfg.optim, cfg.optim.lr * cfg.optim.head_lr_mult
-    opt = torch.optim.SGD([p for m in modules for p in m.parameters()], lr=lr,
-                          momentum=o.momentum, weight_decay=o.weight_decay)
-    for g in opt.param_groups:
-        g["initial_lr"] = lr
-    return opt
+    o = cfg.optim
+    return _with_initial_lr(torch.optim.SGD([p for m in modules for p in m.parameters()],
+                                            lr=o.lr * o.head_lr_mult, momentum=o.momentum,
+                                            weight_decay=o.weight_decay))
 
 
 def segmenter_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
@@ -58,8 +56,12 @@ def segmenter_sgd(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
 
 def discriminator_adam(cfg, modules: List[torch.nn.Module]) -> torch.optim.Optimizer:
     o = cfg.optim
-    opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=o.lr_d,
-                           betas=tuple(o.betas_d))
+    return _with_initial_lr(torch.optim.Adam([p for m in modules for p in m.parameters()], lr=o.lr_d,
+                                             betas=tuple(o.betas_d)))
+
+
+def _with_initial_lr(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Record each group's rate as the ``initial_lr`` the poly schedule scales."""
     for g in opt.param_groups:
-        g["initial_lr"] = o.lr_d
+        g["initial_lr"] = g["lr"]
     return opt

@@ -23,14 +23,20 @@ def _seg_terms(t, aux, main, labels, prefix: str) -> Terms:
     """Step 1: class-weighted CE + soft Dice on the main (1.0) and auxiliary (0.1) outputs.
 
     On several ranks the CE's class weights and normaliser are those of the global batch."""
-    kw = {}
-    if t.dist.enabled:
-        kw = {"counts": t.dist.all_reduce_sum(class_counts(labels, t.num_classes)),
-              "world_size": t.dist.world_size}
+    kw = _global_batch(t, labels)
     terms = {f"seg_{prefix}": segmentation_loss(main, labels, **kw)}
     if aux is not None and t.cfg.loss.seg_aux > 0:
         terms[f"seg_{prefix}_aux"] = segmentation_loss(aux, labels, **kw)
     return terms
+
+
+def _global_batch(t, labels) -> Dict:
+    """On several ranks: the class counts of the global batch and the number of ranks, which
+    the class-weighted CE takes to weigh and normalise as one process would; else nothing."""
+    if not t.dist.enabled:
+        return {}
+    return {"counts": t.dist.all_reduce_sum(class_counts(labels, t.num_classes)),
+            "world_size": t.dist.world_size}
 
 
 def _weighted(t, terms: Terms) -> torch.Tensor:
@@ -202,11 +208,7 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
     if c.self_training_view == "randomised":
         with t.autocast():
             _, _, logits = t.model(t.target_view(xt, t.iteration))
-    kw = {}
-    if t.dist.enabled:
-        kw = {"counts": t.dist.all_reduce_sum(class_counts(labels, t.num_classes)),
-              "world_size": t.dist.world_size}
-    return weighted_cross_entropy(logits, labels, **kw)
+    return weighted_cross_entropy(logits, labels, **_global_batch(t, labels))
 
 
 def loss_weights(cfg) -> Dict[str, float]:

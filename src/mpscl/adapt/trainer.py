@@ -139,20 +139,25 @@ class Trainer:
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         if domain == "source" and appearance.enabled(self.cfg.appearance):
             # its own stream (seed + 13), so the geometric augmentation is unchanged by the switch
-            x = torch.stack([appearance.randomise(x[k], self.cfg.appearance,
-                                                  sample_generator(seed + 13, i, first + k),
-                                                  self.target.images)
-                             for k in range(len(idx))])
+            x = self._per_sample(x, seed + 13, i, lambda s, g: appearance.randomise(
+                s, self.cfg.appearance, g, self.target.images))
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         return x, (y.to(self.device) if labelled else None)
 
     def target_view(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """A random-network view (GIN, always applied) of the target batch ``x`` of iteration
         ``i``, drawn per global batch position from its own stream (seed + 29)."""
+        layers = self.cfg.appearance.gin_layers
+        view = self._per_sample(x.cpu(), self.cfg.train.seed + 29, i,
+                                lambda s, g: appearance.random_conv(s, g, layers=layers))
+        return view.to(self.device).contiguous(memory_format=self.memory_format)
+
+    def _per_sample(self, x: torch.Tensor, seed: int, i: int, fn) -> torch.Tensor:
+        """``fn(slice, generator)`` on every slice of the batch ``x`` of iteration ``i``, each
+        drawn from ``sample_generator(seed, i, position in the global batch)``: a rank's
+        share gets exactly what one process with the whole global batch would draw."""
         first = self.dist.rank * len(x)
-        return torch.stack([appearance.random_conv(x[k].cpu(), sample_generator(self.cfg.train.seed + 29, i, first + k),
-                                                   layers=self.cfg.appearance.gin_layers)
-                            for k in range(len(x))]).to(self.device).contiguous(memory_format=self.memory_format)
+        return torch.stack([fn(x[k], sample_generator(seed, i, first + k)) for k in range(len(x))])
 
     def backward(self, terms: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
         """Refuse non-finite losses before they touch any weight, then backpropagate."""

@@ -89,6 +89,12 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def channels(depth: str, width: int) -> Tuple[int, int]:
+    """(layer3, layer4) output channels of the backbone ``depth`` at ``width``."""
+    expansion = (BasicBlock if ARCHS[depth][0] == "basic" else Bottleneck).expansion
+    return width * 4 * expansion, width * 8 * expansion
+
+
 class ResNet(nn.Module):
     """Dilated ResNet trunk; ``forward(x (B,3,H,W)) -> (layer3 (B,C3,h,w), layer4 (B,C4,h,w))``.
 
@@ -117,8 +123,7 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, width * 2, blocks[1], stride=2, dilation=1)
         self.layer3 = self._make_layer(block, width * 4, blocks[2], stride=1, dilation=2)
         self.layer4 = self._make_layer(block, width * 8, blocks[3], stride=1, dilation=4)
-        self.mid_channels = width * 4 * block.expansion
-        self.out_channels = width * 8 * block.expansion
+        self.mid_channels, self.out_channels = channels(depth, width)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -48,6 +48,28 @@ def test_rows_from_yaml_become_runs(tmp_path):
         load_rows(f)
 
 
+def test_row_config_is_what_the_row_trains_with():
+    from mpscl.bench.compare import row_config
+    from mpscl.config import build_config
+    rows = {"source-only": Row("source-only", "source-only").record(),
+            "mpscl": Row("mpscl", "mpscl").record(),
+            "v": Row("v", "mpscl", sets=("mpscl.temp_src=2.0",), ablations=("no-margin",),
+                     starts_from="mpscl").record()}
+    a = build_config("cpu", sets=["train.iters=1200", "train.warmup_iters=600"]).to_dict()
+    b = build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200"]).to_dict()
+    so = row_config(a, rows, "source-only")
+    # one stage: the whole budget, no warm-up key, no seed
+    assert so["train"]["iters"] == 1800 and "warmup_iters" not in so["train"] and "seed" not in so["train"]
+    assert so == row_config(b, rows, "source-only")
+    assert (row_config(b, rows, "mpscl")["train"]["iters"], row_config(b, rows, "mpscl")["train"]["warmup_iters"]) == (600, 1200)
+    v = row_config(a, rows, "v")
+    # the row's own settings over the recorded config; the ablation named, not applied
+    assert v["mpscl"]["temp_src"] == 2.0 and v["mpscl"]["margin_src"] == a["mpscl"]["margin_src"]
+    assert v["ablations"] == ["no-margin"] and v["starts_from"] == row_config(a, rows, "mpscl")
+    # a record of a method this version does not know is compared as it stands
+    assert row_config(a, {"x": {"method": "gone", "set": []}}, "x") == {"row": {"method": "gone", "set": []}, "config": a}
+
+
 @pytest.mark.slow
 def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     rows = tmp_path / "rows.yaml"
@@ -88,8 +110,29 @@ def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     before = _files(res)
     assert _bench(tiny_phantom, tmp_path, *args, "--set", "train.iters=3", "--set", "optim.lr=0.02") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "differs in: config.optim.lr, config.train.iters" in err[0]
+    assert len(err) == 1 and "differs in: source-only (optim.lr, train.iters); advent (optim.lr, " in err[0]
     assert _files(res) == before
+    # MPSCL's budget split otherwise (same 3 iterations): only the MPSCL rows are refused ...
+    split = ("--set", "train.iters=1", "--set", "train.warmup_iters=2")
+    assert _bench(tiny_phantom, tmp_path, *args, *split) == 2
+    err = capsys.readouterr().err
+    named = re.findall(r"(?:: |; )([a-z0-9-]+) \(", err.split("differs in", 1)[1])
+    assert named == ["mpscl", "mpscl-no-margin", "mpscl-t2"], err
+    assert _files(res) == before
+    # ... and once their results are removed, their stale run folders stop it before training
+    for row in named:
+        shutil.rmtree(res / row)
+    assert _bench(tiny_phantom, tmp_path, *args, *split) == 2
+    err = capsys.readouterr().err
+    assert "run folders made with another configuration: " in err and "mpscl/seed1 (train.iters, " in err
+    shutil.rmtree(tmp_path / "work" / "runs" / "pair")  # every row's runs: the others are finished
+    assert _bench(tiny_phantom, tmp_path, *args, *split) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"\[run \d/7\] pair: (\S+) seed 1: ([^;]*);", out) == [
+        ("mpscl", "warmup 2 it -> mpscl 1 it"), ("mpscl-no-margin", "mpscl 1 it (from mpscl's warm-up)"),
+        ("mpscl-t2", "mpscl 1 it (from mpscl's warm-up)")]
+    assert {p: b for p, b in _files(res / "source-only").items()} == \
+        {p: b for p, b in before.items() if (res / "source-only") in p.parents}
 
 
 @pytest.mark.slow

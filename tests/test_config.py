@@ -104,11 +104,11 @@ def test_type_checks_come_from_the_type_hints():
 
 
 def test_retired_keys_old_runs_load_new_settings_refuse(tmp_path):
-    from mpscl.adapt.pipeline import _check_run_config
+    from mpscl.adapt.pipeline import check_run_config
     old = build_config("cpu").to_dict()
     old["train"].update(val_every=0, val_fraction=0.0)  # what runs before the registry saved
     assert config_from_dict(old).to_dict() == build_config("cpu").to_dict()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old) + "method: mpscl\n")
-    _check_run_config(tmp_path, build_config("cpu"), "mpscl")  # the old run folder is accepted
+    check_run_config(tmp_path, build_config("cpu"), "mpscl")  # the old run folder is accepted
     with pytest.raises(ConfigError, match="retired"):
         build_config("cpu", sets=["train.val_every=5"])

@@ -60,11 +60,11 @@ def test_old_run_folder_resumes_bit_for_bit(tiny_phantom, tmp_path, capsys):
 
 def test_old_cpu_preset_folder_continues_with_cpu_plain_and_is_refused_by_cpu(tmp_path):
     """A folder of the CPU preset before its appearance handling: no ``appearance`` section."""
-    from mpscl.adapt.pipeline import _check_run_config
+    from mpscl.adapt.pipeline import check_run_config
     from mpscl.adapt.trainer import TrainingError
     old = _legacy(build_config("cpu-plain").to_dict())
     del old["appearance"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False) + "method: mpscl\n")
-    _check_run_config(tmp_path, build_config("cpu-plain"), "mpscl")  # the same settings: accepted
+    check_run_config(tmp_path, build_config("cpu-plain"), "mpscl")  # the same settings: accepted
     with pytest.raises(TrainingError, match=r"differs in: appearance\.gin\)"):
-        _check_run_config(tmp_path, build_config("cpu"), "mpscl")
+        check_run_config(tmp_path, build_config("cpu"), "mpscl")

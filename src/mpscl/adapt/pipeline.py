@@ -37,7 +37,7 @@ def _open(path_or_ds, what: str) -> PreparedDataset:
     return path_or_ds if isinstance(path_or_ds, PreparedDataset) else PreparedDataset(path_or_ds)
 
 
-def _check_run_config(out: Path, cfg: Config, method: str) -> None:
+def check_run_config(out: Path, cfg: Config, method: str) -> None:
     """A run folder belongs to one method and configuration; refuse to mix."""
     path = out / "config.yaml"
     if not path.exists():
@@ -107,7 +107,7 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         raise TrainingError(f"datasets were prepared at {src.size}/{trg.size} px but the config says "
                             f"data.size={cfg.data.size}; re-run prepare with --size {cfg.data.size} "
                             f"or --set data.size={src.size}")
-    _check_run_config(out, cfg, method)
+    check_run_config(out, cfg, method)
     if resume and not _has_checkpoint(out):
         raise TrainingError(f"{out}: --resume: nothing to resume (no checkpoint in this run "
                             f"folder); leave out --resume to start a new run")

@@ -12,8 +12,10 @@ it is an optimistic upper bound; it is skipped when the target has no labels.
 
 Resumable: a run whose ``metrics.json`` exists is skipped, and an unfinished run resumes
 from its last checkpoint, so the benchmark can be completed over several sessions.
-``RESULTS/benchmark.json`` records the pair, case split, configuration and rows; a results
-folder of another configuration is refused before anything runs.
+``RESULTS/benchmark.json`` records the pair, case split, configuration and rows; before
+anything runs, another pair or split is refused, and so is a row whose results (or unfinished
+run folder) were trained with another configuration than this command's (:func:`row_config`),
+so that changing one row's settings re-runs that row only once its folders are removed.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from .. import methods
-from ..config import build_config, diff_configs
+from ..config import ConfigError, build_config, config_from_dict, diff_configs, parse_set, set_value
 from .rows import VARIANT_OF, VARIANTS, BenchmarkError, Row, default_rows, merge_rows, select_rows  # noqa: F401
 from .suites import BUILTIN, SHARED, Suite, prepare_builtin
 from .summary import _signed, paired_cases, summarise, table  # noqa: F401
@@ -107,8 +109,42 @@ def check_pair(source, target, score, suite: Suite) -> Dict:
     return {"source": src, "target": trg, "score": scored, "test": test, "val": val}
 
 
+def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
+    """What row ``name`` of a record trains with: the recorded config, the row's overrides and
+    the shared budget (``warmup_iters + iters`` for a single-stage method), without the seed
+    or a budget its stages do not spend; a ``starts_from`` row's warm-up row nested in it.
+    Records that agree on it trained the row alike, whatever else changed (e.g. MPSCL's split
+    of the budget leaves source-only untouched)."""
+    row = rows[name]
+    try:
+        budgets = methods.get_method(row["method"]).budgets
+        cfg = config_from_dict(config, "benchmark.json")
+    except (KeyError, ConfigError, TypeError, AttributeError):
+        return {"row": row, "config": config}  # a method or key this version lacks: compared as is
+    total = cfg.train.iters + cfg.train.warmup_iters
+    try:
+        for item in row.get("set") or []:
+            set_value(cfg, *parse_set(item), where=f"row {name}")
+    except ConfigError:
+        return {"row": row, "config": config}
+    if "warmup_iters" not in budgets:
+        cfg.train.iters = total
+    out = cfg.to_dict()
+    out["train"] = {k: v for k, v in out["train"].items()
+                    if k != "seed" and (k not in ("iters", "warmup_iters") or k in budgets)}
+    # not applied: over the recorded config (the user's --set included) an ablation could
+    # hide a change the real run, which applies the user's --set after it, would see
+    out["ablations"] = list(row.get("ablations") or [])
+    start = row.get("starts_from")
+    if start:
+        out["starts_from"] = row_config(config, rows, start) if start in rows else start
+    return out
+
+
 def check_record(results: Path, record: Dict) -> None:
-    """Refuse a results folder whose ``benchmark.json`` records another configuration."""
+    """Refuse a results folder of another pair or case split, or holding a row whose results
+    were trained with another configuration than this command would train it with (rows
+    without results, and rows the change does not touch, are fine)."""
     from ..adapt.trainer import RUNTIME_KEYS  # how a run goes, not what it computes
     path = results / "benchmark.json"
     if not path.is_file():
@@ -116,12 +152,42 @@ def check_record(results: Path, record: Dict) -> None:
     old = json.loads(path.read_text())
     diff = [k for k in ("name", "source", "target", "scored_on", "test_cases", "val_cases")
             if old.get(k) != record[k]]
-    diff += [f"config.{k}" for k in diff_configs(old.get("config", {}), record["config"])
-             if k not in RUNTIME_KEYS]
-    diff += [f"rows.{n}" for n, r in record["rows"].items() if n in old.get("rows", {}) and old["rows"][n] != r]
     if diff:
-        raise BenchmarkError(f"{results} holds results of a different configuration (differs in: "
+        raise BenchmarkError(f"{results} holds results of another pair or case split (differs in: "
                              f"{', '.join(diff)}); nothing was changed; choose another --results or --name")
+    old_rows = old.get("rows", {})
+    new_rows = {**old_rows, **record["rows"]}  # rows not run now keep their definition
+    changed = []
+    for name in old_rows:
+        if not (results / name).is_dir():
+            continue
+        keys = [k for k in diff_configs(row_config(old.get("config", {}), old_rows, name),
+                                        row_config(record["config"], new_rows, name))
+                if k not in RUNTIME_KEYS and k.replace("starts_from.", "") not in RUNTIME_KEYS]
+        if keys:
+            changed.append(f"{name} ({', '.join(keys)})")
+    if changed:
+        raise BenchmarkError(f"{results} holds rows trained with another configuration; differs in: "
+                             f"{'; '.join(changed)}. Nothing was changed; to train them again with this "
+                             f"one, remove those rows' folders there (and their runs under --work), or "
+                             f"choose another --results or --name")
+
+
+def check_run_folders(todo: List[Dict], runs: Path) -> None:
+    """Refuse, before anything trains, unfinished runs whose folder under ``--work`` was
+    made with another configuration (it would otherwise stop the benchmark midway)."""
+    from ..adapt.pipeline import TrainingError, check_run_config
+    stale = []
+    for r in todo:
+        folder = runs / r["name"] / f"seed{r['seed']}"
+        try:
+            check_run_config(folder, r["cfg"], r["method"])
+        except TrainingError as e:
+            stale.append(f"{folder} ({str(e).split('differs in: ', 1)[-1].split(')', 1)[0]})")
+    if stale:
+        raise BenchmarkError("run folders made with another configuration: " + "; ".join(stale) +
+                             ". Nothing was changed; remove them to train those runs again, or choose "
+                             "another --work")
 
 
 def _write_record(results: Path, record: Dict) -> None:
@@ -231,6 +297,7 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
         log(f"[skip] {name}: {why}")
     commit = _git_commit()  # the code this process loaded, not HEAD when each run ends
     todo = [r for r in runs if not (results / r["name"] / f"seed{r['seed']}" / "metrics.json").is_file()]
+    check_run_folders(todo, work / "runs" / suite.name)
     its = {id(r): sum(n for _, n in _stages(r["row"], r["cfg"], bool(r["row"].starts_from))) for r in todo}
     done_its, done_s = 0, 0.0
     for k, r in enumerate(runs, 1):

@@ -30,8 +30,10 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     n_cases = 4 if quick else 10
-    # a shorter schedule than the CPU preset's, so the whole demo fits in about 10 minutes
-    sets = [f"train.seed={seed}", "train.iters=600", "train.warmup_iters=300"]
+    # half the CPU preset's schedule (its warm-up/MPSCL split kept), so the whole demo fits
+    # in about 10 minutes
+    preset = build_config("cpu").train
+    sets = [f"train.seed={seed}", f"train.iters={preset.iters // 2}", f"train.warmup_iters={preset.warmup_iters // 2}"]
     if quick:
         sets += ["train.iters=3", "train.warmup_iters=3", "data.batch_size=2", "train.checkpoint_every=0",
                  "data.size=64"]

@@ -70,6 +70,37 @@ def test_row_config_is_what_the_row_trains_with():
     assert row_config(a, {"x": {"method": "gone", "set": []}}, "x") == {"row": {"method": "gone", "set": []}, "config": a}
 
 
+def test_a_changed_budget_split_refuses_only_the_rows_it_changes(tmp_path):
+    from mpscl.bench.compare import _write_record, check_record
+    from mpscl.config import build_config
+    pair = {"name": "p", "source": {}, "target": {}, "scored_on": {}, "test_cases": ["2"], "val_cases": []}
+    plain_old = Row("plain", "mpscl", sets=("appearance.gin=0.0",)).record()
+    old = {**pair, "config": build_config("cpu", sets=["train.iters=1200", "train.warmup_iters=600"]).to_dict(),
+           "rows": {"source-only": Row("source-only", "source-only").record(), "mpscl": Row("mpscl", "mpscl").record(),
+                    "plain": plain_old}}
+    (tmp_path / "benchmark.json").write_text(json.dumps(old))
+    for row in old["rows"]:
+        (tmp_path / row).mkdir()
+    # the new split, run for source-only only; "plain" now pins the split it was trained with
+    plain_new = Row("plain", "mpscl", sets=("appearance.gin=0.0", "train.warmup_iters=600", "train.iters=1200")).record()
+    new = {**pair, "config": build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200"]).to_dict(),
+           "rows": {"source-only": old["rows"]["source-only"]}}
+    known = {**old["rows"], "plain": plain_new}
+    with pytest.raises(BenchmarkError, match=r"differs in: mpscl \(train.iters, train.warmup_iters\)\. Nothing"):
+        check_record(tmp_path, new, known)
+    # without today's definition of "plain" (its old one read over the new config) it is named too
+    with pytest.raises(BenchmarkError, match=r"mpscl \(train.iters, train.warmup_iters\); plain \(train"):
+        check_record(tmp_path, new, {})
+    (tmp_path / "mpscl").rmdir()  # the changed row's results removed: accepted, and recorded anew
+    check_record(tmp_path, new, known)
+    _write_record(tmp_path, new, known)
+    rec = json.loads((tmp_path / "benchmark.json").read_text())
+    assert rec["rows"]["plain"] == plain_new and rec["config"]["train"]["warmup_iters"] == 1200
+    check_record(tmp_path, new, known)  # and the next command agrees with what was written
+    with pytest.raises(BenchmarkError, match="another pair or case split \\(differs in: test_cases\\)"):
+        check_record(tmp_path, {**new, "test_cases": ["3"]}, known)
+
+
 @pytest.mark.slow
 def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     rows = tmp_path / "rows.yaml"

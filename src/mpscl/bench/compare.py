@@ -141,10 +141,19 @@ def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
     return out
 
 
-def check_record(results: Path, record: Dict) -> None:
+def _rows_after(old_rows: Dict[str, Dict], record: Dict, known: Optional[Dict[str, Dict]]) -> Dict[str, Dict]:
+    """The rows a results folder holds after this command: those recorded before, at this
+    version's definition where it has one (a definition may change without changing what the
+    row trains, e.g. a setting pinned to the value it had), and the rows run now."""
+    known = known or {}
+    return {**old_rows, **{n: known[n] for n in old_rows if n in known}, **record["rows"]}
+
+
+def check_record(results: Path, record: Dict, known: Optional[Dict[str, Dict]] = None) -> None:
     """Refuse a results folder of another pair or case split, or holding a row whose results
     were trained with another configuration than this command would train it with (rows
-    without results, and rows the change does not touch, are fine)."""
+    without results, and rows the change does not touch, are fine). ``known``: the definitions
+    of every row this command knows, run now or not."""
     from ..adapt.trainer import RUNTIME_KEYS  # how a run goes, not what it computes
     path = results / "benchmark.json"
     if not path.is_file():
@@ -156,7 +165,7 @@ def check_record(results: Path, record: Dict) -> None:
         raise BenchmarkError(f"{results} holds results of another pair or case split (differs in: "
                              f"{', '.join(diff)}); nothing was changed; choose another --results or --name")
     old_rows = old.get("rows", {})
-    new_rows = {**old_rows, **record["rows"]}  # rows not run now keep their definition
+    new_rows = _rows_after(old_rows, record, known)
     changed = []
     for name in old_rows:
         if not (results / name).is_dir():
@@ -190,11 +199,11 @@ def check_run_folders(todo: List[Dict], runs: Path) -> None:
                              "another --work")
 
 
-def _write_record(results: Path, record: Dict) -> None:
+def _write_record(results: Path, record: Dict, known: Optional[Dict[str, Dict]] = None) -> None:
     from ..fileio import atomic_write_text
     path = results / "benchmark.json"
     if path.is_file():  # rows run before stay recorded
-        record = {**record, "rows": {**json.loads(path.read_text()).get("rows", {}), **record["rows"]}}
+        record = {**record, "rows": _rows_after(json.loads(path.read_text()).get("rows", {}), record, known)}
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
@@ -290,9 +299,10 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
               "scored_on": _fingerprint(pair["score"]), "test_cases": pair["test"], "val_cases": pair["val"],
               "config": base.to_dict(),
               "rows": {r.name: r.record() for r in chosen}}
-    check_record(results, record)
+    known = {r.name: r.record() for r in rows}
+    check_record(results, record, known)
     results.mkdir(parents=True, exist_ok=True)
-    _write_record(results, record)
+    _write_record(results, record, known)
     for name, why in skipped.items():
         log(f"[skip] {name}: {why}")
     commit = _git_commit()  # the code this process loaded, not HEAD when each run ends

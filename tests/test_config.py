@@ -112,3 +112,14 @@ def test_retired_keys_old_runs_load_new_settings_refuse(tmp_path):
     check_run_config(tmp_path, build_config("cpu"), "mpscl")  # the old run folder is accepted
     with pytest.raises(ConfigError, match="retired"):
         build_config("cpu", sets=["train.val_every=5"])
+
+
+def test_a_single_stage_run_says_mpscl_would_train_longer():
+    from mpscl.cli import budget_note
+    cfg = build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200"])
+    note = budget_note("source-only", cfg, [])
+    assert note.startswith("note: source-only trains train.iters = 600 iterations; mpscl under this "
+                           "config trains 1800 (1200 warm-up + 600)") and "--set train.iters=1800" in note
+    assert budget_note("mpscl", cfg, []) is None  # its own budget
+    assert budget_note("advent", cfg, ["train.iters = 1800"]) is None  # the user chose the length
+    assert budget_note("oracle", build_config("cpu", sets=["train.warmup_iters=0"]), []) is None

@@ -59,9 +59,24 @@ def cmd_phantom(args) -> None:
     print(f"phantom written to {args.out} (ct/ and mr/, {args.cases} cases each, seed {args.seed})")
 
 
+def budget_note(method: str, cfg, sets) -> Optional[str]:
+    """Why a single-stage run is shorter than MPSCL's under the same preset, unless the user
+    set its length (``mpscl benchmark`` and ``mpscl demo`` give every method the sum)."""
+    if "warmup_iters" in methods.get_method(method).budgets or cfg.train.warmup_iters == 0 \
+            or any(s.split("=", 1)[0].strip() == "train.iters" for s in sets):
+        return None
+    total = cfg.train.iters + cfg.train.warmup_iters
+    return (f"note: {method} trains train.iters = {cfg.train.iters} iterations; mpscl under this config "
+            f"trains {total} ({cfg.train.warmup_iters} warm-up + {cfg.train.iters}). For a same-budget "
+            f"comparison add --set train.iters={total} (mpscl benchmark and mpscl demo do).")
+
+
 def cmd_train(args) -> None:
     from .adapt.pipeline import train
     cfg = _build_config(args)
+    note = None if args.iters is not None or args.stage else budget_note(args.method, cfg, args.sets)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     final = train(args.source, args.target, args.method, cfg, args.out, stage=args.stage,
                   init=args.init, progress=not args.no_progress, resume=args.resume)
     print(f"done: {final}")

@@ -63,6 +63,9 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-proj": ("mpscl", GIN + ["mpscl.projection=128"]),
     # the same 1,800 iterations, two thirds of them AdvEnt warm-up
     "mpscl-gin-longwarm": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600"]),
+    # a light decoder from layer1 for thin structures (model.decoder, beyond the paper)
+    "so-gin-dec": ("source-only", GIN + ["model.decoder=32"]),
+    "mpscl-gin-longwarm-dec": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600", "model.decoder=32"]),
     "mpscl-gin-st-rand-gentle": ("mpscl", GIN + ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
                                                  "mpscl.self_training_threshold=0.95"]),
     "oracle": ("oracle", []),

@@ -75,6 +75,9 @@ class ModelConfig:
     # domain is normalised with its global batch's statistics over the ranks. Old configs'
     # freeze_bn: true/false is read as frozen/trainable.
     batchnorm: str = setting("live", choices=("live", "frozen", "trainable"))
+    # beyond the paper, 0 = off: a light decoder from layer1 (stride 4) added to the main
+    # head's logits, for thin structures (models/deeplabv2.py:Decoder); its channels
+    decoder: int = setting(0, "[0, 1024]")
 
 
 @dataclass

@@ -113,3 +113,42 @@ def test_build_segmenter_honours_config():
     assert model.init_report is None
     with pytest.raises(ValueError, match="input_mode"):
         Segmenter(3, "resnet18", width=8, input_mode="rgb")
+
+
+def test_decoder_starts_as_no_decoder_then_learns_the_fine_grid():
+    torch.manual_seed(3)
+    plain = Segmenter(4, "resnet18", width=8, input_mode="plain", batchnorm="trainable")
+    torch.manual_seed(3)
+    dec = Segmenter(4, "resnet18", width=8, input_mode="plain", batchnorm="trainable", decoder=16)
+    # built last: every other module drew the same weights, and its zero last conv adds 0
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
+                                                 [v for k, v in dec.state_dict().items() if not k.startswith("decoder.")]))
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    (f0, a0, m0), (f1, a1, m1) = plain(x), dec(x)
+    assert torch.equal(m0, m1) and torch.equal(a0, a1) and torch.equal(f0, f1)
+    # layer1 at stride 4 (16x16 for 64 px), 16 + 8 channels fused; the decoder trains at the heads' rate
+    assert dec.decoder.reduce_low[0].in_channels == 8 and dec.decoder.fuse[0].in_channels == 24
+    groups = {g["name"]: g for g in dec.param_groups(0.01, head_mult=10.0)}
+    assert {id(p) for p in dec.decoder.parameters()} <= {id(p) for p in groups["heads"]["params"]}
+    opt = torch.optim.SGD(dec.param_groups(0.01), lr=0.01)
+    y = torch.randint(0, 4, (2, 64, 64))
+    torch.nn.functional.cross_entropy(dec(x)[2], y).backward()
+    assert dec.decoder.classifier.weight.grad.abs().sum() > 0  # a zero conv still gets a gradient
+    opt.step()
+    _, _, m2 = dec(x)
+    assert m2.shape == (2, 4, 64, 64) and not torch.equal(m2, plain(x)[2])
+
+
+def test_decoder_from_the_config_and_through_a_checkpoint(tmp_path):
+    from mpscl.config import build_config
+    cfg = build_config("cpu", sets=["model.decoder=32", "model.width=8"])
+    model = build_segmenter(cfg.model, 4)
+    assert model.decoder is not None and model.decoder.classifier.in_channels == 32
+    assert build_segmenter(build_config("cpu").model, 4).decoder is None  # off in every preset
+    from mpscl.checkpoint import load_model, save_checkpoint
+    torch.nn.init.normal_(model.decoder.classifier.weight)  # as if trained
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "config": cfg.to_dict(),
+                                        "classes": ["bg", "a", "b", "c"], "label_values": [0, 1, 2, 3]})
+    back, _ = load_model(tmp_path / "m.pt")  # evaluate/predict rebuild it from the stored config
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    assert torch.equal(back(x)[2], model.eval()(x)[2])

@@ -17,7 +17,7 @@ def build_segmenter(model_cfg, num_classes: int) -> Segmenter:
     initialisation loaded from ``model_cfg.imagenet_init`` when that is set."""
     model = Segmenter(num_classes, backbone=model_cfg.backbone, width=model_cfg.width,
                       multi_level=model_cfg.multi_level, input_mode=resolve_input_mode(model_cfg),
-                      batchnorm=model_cfg.batchnorm)
+                      batchnorm=model_cfg.batchnorm, decoder=model_cfg.decoder)
     model.init_report = None  # an InitReport once ImageNet weights are loaded (for logging)
     if model_cfg.imagenet_init:
         model.init_report = load_imagenet_init(model, model_cfg.imagenet_init)

@@ -6,7 +6,8 @@
 - ``features`` (B,F,h,w): the layer4 output (F = ``feature_dim``, 2048 for ResNet-101;
   h = w = 33 for a 256x256 input), in the compute dtype (bfloat16 under CPU autocast);
 - ``aux_logits`` (B,K,H,W) from the head on layer3, or ``None`` when ``multi_level`` is off;
-- ``main_logits`` (B,K,H,W) from the head on layer4.
+- ``main_logits`` (B,K,H,W) from the head on layer4, plus the optional decoder's from
+  layer1 and layer4 (``decoder`` channels; off in the paper).
 
 Logits are upsampled bilinearly (``align_corners=True``) to the input size, always in
 float32 so that softmax, entropy and cross-entropy see full precision under autocast.
@@ -52,6 +53,33 @@ class ASPPClassifier(nn.Module):
         return out
 
 
+class Decoder(nn.Module):
+    """A light DeepLabv3+-style decoder (Chen et al., ECCV 2018) for thin structures: layer4
+    features reduced to ``channels``, upsampled to layer1's stride-4 grid and concatenated
+    with layer1 reduced to ``channels // 2``, two 3x3 convs, then a 1x1 to K logits whose
+    upsampling is ADDED to the ASPP head's (the stride-8 grid of a 128-pixel slice is 17x17, coarser than a
+    myocardium's width). The last conv starts at zero, so an untrained decoder leaves the
+    segmenter's output exactly as without it."""
+
+    def __init__(self, low_channels: int, high_channels: int, num_classes: int, channels: int) -> None:
+        super().__init__()
+        relu = nn.ReLU(inplace=True)
+        self.reduce_high = nn.Sequential(nn.Conv2d(high_channels, channels, 1), relu)
+        self.reduce_low = nn.Sequential(nn.Conv2d(low_channels, max(1, channels // 2), 1), relu)
+        self.fuse = nn.Sequential(nn.Conv2d(channels + max(1, channels // 2), channels, 3, padding=1), relu,
+                                  nn.Conv2d(channels, channels, 3, padding=1), relu)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.classifier.weight)
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        high = F.interpolate(self.reduce_high(high), size=low.shape[-2:], mode="bilinear", align_corners=True)
+        return self.classifier(self.fuse(torch.cat([self.reduce_low(low), high], 1)))
+
+
 class Segmenter(nn.Module):
     """DeepLabv2 with an optional auxiliary head on layer3 (AdvEnt's multi-level variant).
 
@@ -68,11 +96,12 @@ class Segmenter(nn.Module):
             only when ``batchnorm`` is not given.
         batchnorm: ``live`` (the authors'), ``frozen`` or ``trainable``; see
             :mod:`mpscl.models.batchnorm`.
+        decoder: channels of a :class:`Decoder` added to the main head; 0: none (the paper).
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet101", width: int = 64,
                  multi_level: bool = True, input_mode: str = "caffe", freeze_bn: bool = True,
-                 batchnorm: Optional[str] = None) -> None:
+                 batchnorm: Optional[str] = None, decoder: int = 0) -> None:
         super().__init__()
         if input_mode not in INPUT_MODES:
             raise ValueError(f"unknown input_mode {input_mode!r} (available: {', '.join(INPUT_MODES)})")
@@ -85,6 +114,9 @@ class Segmenter(nn.Module):
         self.feature_dim = self.backbone.out_channels
         self.aux_head = ASPPClassifier(self.backbone.mid_channels, num_classes) if multi_level else None
         self.main_head = ASPPClassifier(self.backbone.out_channels, num_classes)
+        # built last, so the other modules draw the same initial weights with or without it
+        self.decoder = Decoder(self.backbone.low_channels, self.backbone.out_channels, num_classes,
+                               decoder) if decoder else None
         self.register_buffer("caffe_mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("tv_mean", torch.tensor(TORCHVISION_MEAN_RGB).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("tv_std", torch.tensor(TORCHVISION_STD_RGB).view(1, 3, 1, 1), persistent=False)
@@ -110,8 +142,10 @@ class Segmenter(nn.Module):
         h = self.adapt_input(x)
         if self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)
-        mid, features = self.backbone(h)
+        low, mid, features = self.backbone.levels(h)
         main = self._upsample(self.main_head(features), size)
+        if self.decoder is not None:  # each grid upsampled on its own: a zero decoder adds exactly 0
+            main = main + self._upsample(self.decoder(low, features), size)
         aux = self._upsample(self.aux_head(mid), size) if self.aux_head is not None else None
         return features, aux, main
 
@@ -127,7 +161,7 @@ class Segmenter(nn.Module):
         ``group["lr"] = group["initial_lr"] * factor``. Parameters with
         ``requires_grad=False`` (frozen BatchNorm) are left out; empty groups are dropped.
         """
-        heads = [self.main_head] + ([self.aux_head] if self.aux_head is not None else [])
+        heads = [self.main_head] + [m for m in (self.aux_head, self.decoder) if m is not None]
         groups = [("backbone", [self.backbone], lr), ("heads", heads, lr * head_mult)]
         out = []
         for name, modules, group_lr in groups:

@@ -124,6 +124,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, width * 4, blocks[2], stride=1, dilation=2)
         self.layer4 = self._make_layer(block, width * 8, blocks[3], stride=1, dilation=4)
         self.mid_channels, self.out_channels = channels(depth, width)
+        self.low_channels = width * block.expansion  # layer1
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -144,7 +145,10 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer2(self.layer1(x))
-        mid = self.layer3(x)
-        return mid, self.layer4(mid)
+        return self.levels(x)[1:]
+
+    def levels(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(layer1 at stride 4, layer3, layer4): the first for a decoder's spatial detail."""
+        low = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        mid = self.layer3(self.layer2(low))
+        return low, mid, self.layer4(mid)

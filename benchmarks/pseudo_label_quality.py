@@ -2,7 +2,8 @@
 
     python benchmarks/pseudo_label_quality.py RUN PREPARED_TARGET --cases 1-5 [--threshold 0.25]
 
-Scores the warm-up model with the initial prototypes (RUN/warmup/final.pt, RUN/prototypes.pt)
+Scores the warm-up model with the initial prototypes (RUN/warmup/final.pt, or the warm-up
+RUN/prototypes.pt was computed from when the run started from another's, and RUN/prototypes.pt)
 and the final model with its EMA prototypes (RUN/final.pt): share of pixels selected and
 accuracy of the selected pseudo-labels, overall and on foreground. Use only the cases the
 data providers declare for validation (LGE 1-5 for MS-CMRSeg): a diagnostic, not a score.
@@ -30,7 +31,10 @@ def main():
     y = torch.cat([torch.from_numpy(c["label"]).long() for c in cases])
     print("| model (prototypes) | selected | accuracy | foreground selected | foreground accuracy |")
     print("|---|---|---|---|---|")
-    for name, ckpt, protos in (("warm-up (initial)", a.run / "warmup" / "final.pt", a.run / "prototypes.pt"),
+    warm = a.run / "warmup" / "final.pt"
+    if not warm.is_file():  # a run started from another's warm-up (--init): the one its prototypes name
+        warm = Path(load_checkpoint(a.run / "prototypes.pt")["from"])
+    for name, ckpt, protos in (("warm-up (initial)", warm, a.run / "prototypes.pt"),
                                ("final (EMA)", a.run / "final.pt", None)):
         model, meta = load_model(ckpt)
         p = load_checkpoint(protos)["prototypes"] if protos else meta["prototypes"]

@@ -78,6 +78,13 @@ def test_ablation_and_variant_start_from_shared_warmup(tiny_phantom, tmp_path):
     assert not (tmp_path / "b" / "warmup").exists()
     recs = _log(tmp_path / "b" / "mpscl" / "log.jsonl")
     assert "adv" not in recs[-1] and "mpcl_src" in recs[-1]  # no adversarial term, contrastive kept
+    # a warm-up whose BatchNorm mode or input mapping differs would load without error: refused
+    other = build_config("cpu", sets=TINY + ["model.batchnorm=live", "model.input_mode=caffe"])
+    with pytest.raises(TrainingError, match=r"warmup/final.pt: --init: this checkpoint's segmenter differs "
+                                            r"from the config's: model.input_mode=plain \(config: caffe\), "
+                                            r"model.batchnorm=trainable \(config: live\); set"):
+        train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", other, tmp_path / "c", init=warm, progress=False)
+    assert not (tmp_path / "c" / "mpscl").exists() and not (tmp_path / "c" / "prototypes.pt").exists()
 
 
 def test_mismatched_inputs_are_refused(tiny_phantom, tmp_path):

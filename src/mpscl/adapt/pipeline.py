@@ -23,7 +23,7 @@ import torch
 
 from .. import methods
 from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
-from ..config import Config, config_from_dict, diff_configs, load_yaml, without_retired
+from ..config import Config, ConfigError, config_from_dict, diff_configs, load_yaml, without_retired
 from ..data import PreparedDataset, SliceDataset
 from ..models.pretrained import settle_initialisation
 from ..runtime import DeviceError, resolve_device, use_bf16
@@ -143,6 +143,8 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
                 raise TrainingError(f"{start_path}: no {st.init_from} checkpoint; run the "
                                     f"{st.init_from} stage first or pass --init")
             start = load_checkpoint(start_path)
+            if init:
+                check_init_model(start, start_path, cfg)
         if st.prototypes:
             proto_path = out / "prototypes.pt"
             protos = _prototypes(proto_path, start, start_path, src_ds, device, cfg, dist, log)
@@ -155,6 +157,29 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
             atomic_write(out / "final.pt", lambda f: shutil.copyfileobj(src_f, f))
     dist.barrier()
     return out / "final.pt"
+
+
+INIT_MODEL_KEYS = ("backbone", "width", "multi_level", "input_mode", "batchnorm", "decoder")
+
+
+def check_init_model(start: Dict, path: Path, cfg: Config) -> None:
+    """Refuse an ``--init`` checkpoint whose segmenter was built or fed otherwise than the
+    config says: a BatchNorm mode or input mapping that differs would load without error
+    and silently change what the network computes."""
+    from ..models import resolve_input_mode
+    try:
+        theirs = config_from_dict(start.get("config") or {}, where=f"{path} (config)").model
+    except ConfigError as e:
+        raise TrainingError(f"{path}: --init: {e}") from None
+    ours = copy.deepcopy(cfg.model)
+    ours.input_mode = resolve_input_mode(ours)
+    if theirs.input_mode == "auto":  # stored unresolved by an older version
+        theirs.input_mode = resolve_input_mode(theirs)
+    diff = [f"model.{k}={getattr(theirs, k)} (config: {getattr(ours, k)})"
+            for k in INIT_MODEL_KEYS if getattr(theirs, k) != getattr(ours, k)]
+    if diff:
+        raise TrainingError(f"{path}: --init: this checkpoint's segmenter differs from the config's: "
+                            f"{', '.join(diff)}; set those keys to match (--set) or start from another checkpoint")
 
 
 def _prototypes(path: Path, start, start_path: Path, src_ds, device, cfg, dist, log) -> torch.Tensor:

@@ -124,3 +124,11 @@ def test_resume_is_bit_identical_with_the_randomised_view_and_teacher(tiny_phant
                        progress=False)
 
     assert_resume_bit_identical(trainer, tmp_path, entries=("model", "teacher"))
+
+
+def test_the_teacher_reads_no_imagenet_file(tmp_path):
+    from mpscl.adapt.networks import self_training_teacher
+    cfg = build_config("cpu", sets=["model.width=8", "mpscl.self_training=1.0", "mpscl.self_training_teacher=0.99",
+                                    f"model.imagenet_init={tmp_path / 'absent.pth'}", "model.input_mode=torchvision"])
+    teacher = self_training_teacher(cfg, 4)  # its weights come from the segmenter at the first step
+    assert teacher.input_mode == "torchvision" and not any(p.requires_grad for p in teacher.parameters())

@@ -1,11 +1,12 @@
 """Builders a stage declares (see ``mpscl.methods``): its extra networks and its optimisers."""
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 import torch
 
-from ..models import build_discriminator, build_segmenter
+from ..models import build_discriminator, build_segmenter, resolve_input_mode
 from ..models.resnet import channels
 
 
@@ -27,7 +28,10 @@ def self_training_teacher(cfg, num_classes: int) -> Optional[torch.nn.Module]:
     c = cfg.mpscl
     if not (c.self_training > 0 and c.self_training_teacher > 0):
         return None
-    return build_segmenter(cfg.model, num_classes).requires_grad_(False)
+    # its weights are the segmenter's from the stage's first step: no ImageNet file to read
+    # (the input mapping stays the one those weights set)
+    model_cfg = dataclasses.replace(cfg.model, input_mode=resolve_input_mode(cfg.model), imagenet_init=None)
+    return build_segmenter(model_cfg, num_classes).requires_grad_(False)
 
 
 def projection_head(cfg, num_classes: int) -> Optional[torch.nn.Module]:

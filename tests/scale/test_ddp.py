@@ -123,7 +123,7 @@ def _run(cmd, env, cwd):
 
 def _flat(state):
     out = {}
-    for key in ("model", "disc_main", "disc_aux"):
+    for key in ("model", "disc_main", "disc_aux", "teacher", "projector"):
         for name, v in (state.get(key) or {}).items():
             out[f"{key}.{name}"] = v
     if state.get("prototypes") is not None:
@@ -138,7 +138,15 @@ def _log(path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-def test_two_ranks_match_one_process(tiny_phantom, tmp_path):
+@pytest.mark.parametrize("extra", [
+    [],
+    # beyond the paper: target self-training on the randomised view from a mean teacher, the
+    # projection head and the decoder (their CE normalisers and EMA over the global batch)
+    ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised", "mpscl.self_training_teacher=0.9",
+     "mpscl.self_training_threshold=0.3", "mpscl.self_training_agree=false", "mpscl.projection=8",
+     "model.decoder=8"],
+], ids=["paper", "switches"])
+def test_two_ranks_match_one_process(tiny_phantom, tmp_path, extra):
     """2 ranks x batch 2 == 1 process x batch 4 through warm-up, prototypes and MPSCL.
 
     Ranks must agree bit for bit: they apply the same all-reduced gradients to the same
@@ -164,7 +172,7 @@ def test_two_ranks_match_one_process(tiny_phantom, tmp_path):
               "--set", "train.checkpoint_every=0",
               # a low threshold so that part (not all, not none) of the target pixels are
               # selected: the masked target MPCL average is exercised
-              "--set", "mpscl.threshold=0.02"]
+              "--set", "mpscl.threshold=0.02", *[a for e in extra for a in ("--set", e)]]
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     env.pop("WORLD_SIZE", None)
@@ -212,4 +220,8 @@ def test_two_ranks_match_one_process(tiny_phantom, tmp_path):
                     assert rd[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (stage, rd["iter"], k)
     selected = [r["selected"] for r in _log(ddp / "run" / "mpscl" / "log.jsonl")]
     assert any(0.0 < s < 1.0 for s in selected), selected
+    if extra:  # the switches were live: teacher, head and decoder checkpointed, self-training logged
+        assert any(k.startswith("teacher.") for k in r0) and any(k.startswith("projector.") for k in r0)
+        assert any(k.startswith("model.decoder.") for k in r0)
+        assert any(r.get("st_trg", 0) > 0 for r in _log(ddp / "run" / "mpscl" / "log.jsonl"))
     assert not list((ddp / "dump").glob("*rank2*"))

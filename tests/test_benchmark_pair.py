@@ -153,9 +153,11 @@ def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     # ... and once their results are removed, their stale run folders stop it before training
     for row in named:
         shutil.rmtree(res / row)
+    before = _files(res)
     assert _bench(tiny_phantom, tmp_path, *args, *split) == 2
     err = capsys.readouterr().err
     assert "run folders made with another configuration: " in err and "mpscl/seed1 (train.iters, " in err
+    assert _files(res) == before  # the record is not rewritten either
     shutil.rmtree(tmp_path / "work" / "runs" / "pair")  # every row's runs: the others are finished
     assert _bench(tiny_phantom, tmp_path, *args, *split) == 0
     out = capsys.readouterr().out

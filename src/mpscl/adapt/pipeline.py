@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 
@@ -37,18 +37,24 @@ def _open(path_or_ds, what: str) -> PreparedDataset:
     return path_or_ds if isinstance(path_or_ds, PreparedDataset) else PreparedDataset(path_or_ds)
 
 
-def check_run_config(out: Path, cfg: Config, method: str) -> None:
-    """A run folder belongs to one method and configuration; refuse to mix."""
+def run_config_diff(out: Path, cfg: Config, method: str) -> List[str]:
+    """The keys (``method`` first) in which run folder ``out`` was made otherwise than ``cfg``
+    and ``method`` say; empty for a new folder."""
     path = out / "config.yaml"
     if not path.exists():
-        return
+        return []
     old = load_yaml(path) or {}
     if not isinstance(old, dict):
         raise TrainingError(f"{path}: not a run configuration (a YAML mapping); choose a new --out")
     old_method = old.pop("method", None)
     diff = [k for k in diff_configs(without_retired(old), cfg.to_dict()) if k not in RUNTIME_KEYS]
-    if old_method not in (None, method):
-        diff.insert(0, "method")
+    return (["method"] if old_method not in (None, method) else []) + diff
+
+
+def check_run_config(out: Path, cfg: Config, method: str) -> None:
+    """A run folder belongs to one method and configuration; refuse to mix."""
+    diff = run_config_diff(out, cfg, method)
+    path = out / "config.yaml"
     if diff:
         raise TrainingError(f"{path}: this run folder was made with a different configuration "
                             f"(differs in: {', '.join(diff)}); choose a new --out")

@@ -185,14 +185,16 @@ def check_record(results: Path, record: Dict, known: Optional[Dict[str, Dict]] =
 def check_run_folders(todo: List[Dict], runs: Path) -> None:
     """Refuse, before anything trains, unfinished runs whose folder under ``--work`` was
     made with another configuration (it would otherwise stop the benchmark midway)."""
-    from ..adapt.pipeline import TrainingError, check_run_config
+    from ..adapt.pipeline import TrainingError, run_config_diff
     stale = []
     for r in todo:
         folder = runs / r["name"] / f"seed{r['seed']}"
         try:
-            check_run_config(folder, r["cfg"], r["method"])
+            diff = run_config_diff(folder, r["cfg"], r["method"])
         except TrainingError as e:
-            stale.append(f"{folder} ({str(e).split('differs in: ', 1)[-1].split(')', 1)[0]})")
+            raise BenchmarkError(str(e)) from None
+        if diff:
+            stale.append(f"{folder} ({', '.join(diff)})")
     if stale:
         raise BenchmarkError("run folders made with another configuration: " + "; ".join(stale) +
                              ". Nothing was changed; remove them to train those runs again, or choose "
@@ -301,13 +303,13 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
               "rows": {r.name: r.record() for r in chosen}}
     known = {r.name: r.record() for r in rows}
     check_record(results, record, known)
+    todo = [r for r in runs if not (results / r["name"] / f"seed{r['seed']}" / "metrics.json").is_file()]
+    check_run_folders(todo, work / "runs" / suite.name)
     results.mkdir(parents=True, exist_ok=True)
     _write_record(results, record, known)
     for name, why in skipped.items():
         log(f"[skip] {name}: {why}")
     commit = _git_commit()  # the code this process loaded, not HEAD when each run ends
-    todo = [r for r in runs if not (results / r["name"] / f"seed{r['seed']}" / "metrics.json").is_file()]
-    check_run_folders(todo, work / "runs" / suite.name)
     its = {id(r): sum(n for _, n in _stages(r["row"], r["cfg"], bool(r["row"].starts_from))) for r in todo}
     done_its, done_s = 0, 0.0
     for k, r in enumerate(runs, 1):

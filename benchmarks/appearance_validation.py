@@ -63,6 +63,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-proj": ("mpscl", GIN + ["mpscl.projection=128"]),
     # the same 1,800 iterations, two thirds of them AdvEnt warm-up
     "mpscl-gin-longwarm": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600"]),
+    # control: the recipe's MPSCL stage with both contrastive terms off (AdvEnt continued from
+    # the same warm-up, fresh optimiser state): do the contrastive terms help at all here?
+    "mpscl-gin-longwarm-nocon": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600",
+                                                 "mpscl.lambda_src=0.0", "mpscl.lambda_trg=0.0"]),
     # a light decoder from layer1 for thin structures (model.decoder, beyond the paper)
     "so-gin-dec": ("source-only", GIN + ["model.decoder=32"]),
     "mpscl-gin-longwarm-dec": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600", "model.decoder=32"]),

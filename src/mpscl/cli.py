@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from . import __version__
 from . import methods  # light: declarations only, step functions load on first use
-from .config import ABLATIONS  # light: dataclasses and yaml only
+from .config import ABLATIONS, parse_set  # light: dataclasses and yaml only
 
 
 def _config_args(p: argparse.ArgumentParser, preset_default: str = "paper-mr2ct") -> None:
@@ -63,7 +63,7 @@ def budget_note(method: str, cfg, sets) -> Optional[str]:
     """Why a single-stage run is shorter than MPSCL's under the same preset, unless the user
     set its length (``mpscl benchmark`` and ``mpscl demo`` give every method the sum)."""
     if "warmup_iters" in methods.get_method(method).budgets or cfg.train.warmup_iters == 0 \
-            or any(s.split("=", 1)[0].strip() == "train.iters" for s in sets):
+            or any(parse_set(s)[0] == "train.iters" for s in sets):
         return None
     total = cfg.train.iters + cfg.train.warmup_iters
     return (f"note: {method} trains train.iters = {cfg.train.iters} iterations; mpscl under this config "

@@ -177,8 +177,7 @@ def check_init_model(start: Dict, path: Path, cfg: Config) -> None:
         theirs = config_from_dict(start.get("config") or {}, where=f"{path} (config)").model
     except ConfigError as e:
         raise TrainingError(f"{path}: --init: {e}") from None
-    ours = copy.deepcopy(cfg.model)
-    ours.input_mode = resolve_input_mode(ours)
+    ours = cfg.model  # settled by train(): its input_mode is resolved
     if theirs.input_mode == "auto":  # stored unresolved by an older version
         theirs.input_mode = resolve_input_mode(theirs)
     diff = [f"model.{k}={getattr(theirs, k)} (config: {getattr(ours, k)})"

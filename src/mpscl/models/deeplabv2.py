@@ -57,16 +57,16 @@ class Decoder(nn.Module):
     """A light DeepLabv3+-style decoder (Chen et al., ECCV 2018) for thin structures: layer4
     features reduced to ``channels``, upsampled to layer1's stride-4 grid and concatenated
     with layer1 reduced to ``channels // 2``, two 3x3 convs, then a 1x1 to K logits whose
-    upsampling is ADDED to the ASPP head's (the stride-8 grid of a 128-pixel slice is 17x17, coarser than a
-    myocardium's width). The last conv starts at zero, so an untrained decoder leaves the
+    upsampling is ADDED to the ASPP head's (the stride-8 grid of a 128-pixel slice is 17x17,
+    coarser than a myocardium's width). The last conv starts at zero, so an untrained decoder leaves the
     segmenter's output exactly as without it."""
 
     def __init__(self, low_channels: int, high_channels: int, num_classes: int, channels: int) -> None:
         super().__init__()
-        relu = nn.ReLU(inplace=True)
+        relu, half = nn.ReLU(inplace=True), max(1, channels // 2)
         self.reduce_high = nn.Sequential(nn.Conv2d(high_channels, channels, 1), relu)
-        self.reduce_low = nn.Sequential(nn.Conv2d(low_channels, max(1, channels // 2), 1), relu)
-        self.fuse = nn.Sequential(nn.Conv2d(channels + max(1, channels // 2), channels, 3, padding=1), relu,
+        self.reduce_low = nn.Sequential(nn.Conv2d(low_channels, half, 1), relu)
+        self.fuse = nn.Sequential(nn.Conv2d(channels + half, channels, 3, padding=1), relu,
                                   nn.Conv2d(channels, channels, 3, padding=1), relu)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         for m in self.modules():

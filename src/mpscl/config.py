@@ -174,6 +174,12 @@ class TrainConfig:
     checkpoint_every: int = setting(1000, "[0, 1e8]")
     log_every: int = setting(10, "[1, 1e8]")
     threads: int = setting(0, "[0, 1024]")  # torch CPU threads; 0 = torch default
+    # beyond the paper, off: AdaBN (Li et al., 2016). RUN/final.pt gets BatchNorm statistics
+    # re-estimated on the unlabelled target training slices, for methods that train on them
+    # (AdvEnt, MPSCL; not source-only or the oracle). Training normalises each domain's batch
+    # with its own statistics while the running ones end up a mix of both domains; this gives
+    # evaluation the target's. A step after training: the stages' checkpoints are unchanged.
+    adabn: bool = False
 
 
 # keys that older versions wrote and nothing read (source validation that was never run):

@@ -109,6 +109,11 @@ class Method:
         return any("target+labels" in s.inputs for s in self.stages)
 
     @property
+    def sees_unlabelled_target(self) -> bool:
+        """Does a stage train on target images without their labels (an adaptation method)?"""
+        return any("target" in s.inputs for s in self.stages)
+
+    @property
     def budgets(self) -> Tuple[str, ...]:
         """The ``train.*`` keys that set this method's iterations."""
         return tuple(dict.fromkeys(s.budget for s in self.stages))

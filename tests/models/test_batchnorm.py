@@ -113,3 +113,55 @@ def test_upgrade_leaves_empty_or_foreign_dicts_alone():
     foreign = {"model": {"no_such_key": 1}}
     assert upgrade_config_dict(foreign) is foreign
     assert "model" in diff_configs({}, build_config("cpu").to_dict())  # nothing filled in
+
+
+class _Probe(nn.Module):
+    """x -> BatchNorm -> x2 -> BatchNorm: the second layer sees the first one's output."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.bn1, self.bn2 = layer(1).double(), layer(1).double()
+
+    def forward(self, x):
+        return self.bn2(2.0 * self.bn1(x))
+
+
+@pytest.mark.parametrize("mode", BN_MODES)
+def test_adabn_replaces_running_statistics_with_the_images_batch_averages(mode):
+    from mpscl.models.batchnorm import reestimate_statistics
+
+    model = _Probe(norm_layer(mode))
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.fill_(7.0)
+            bn.running_var.fill_(9.0)
+            bn.weight.fill_(3.0)
+            bn.bias.fill_(-1.0)
+    images = _batch([1.0, 3.0, 10.0, 14.0, 100.0])  # 5 slices, batches of 2: the 5th left out
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(5, generator=torch.Generator().manual_seed(0)).tolist()
+    used = reestimate_statistics(model, images, batch_size=2, generator=g)
+    assert used == 4 and not model.training and not model.bn1.training
+    b1, b2 = [images.flatten()[order[:2]], images.flatten()[order[2:4]]]
+    mean = (b1.mean() + b2.mean()) / 2
+    var = (b1.var(unbiased=True) + b2.var(unbiased=True)) / 2
+    assert torch.allclose(model.bn1.running_mean, mean.view(1), atol=1e-12)
+    assert torch.allclose(model.bn1.running_var, var.view(1), atol=1e-12)
+    # bn2 sees 2 * (3 * (x - batch mean) / batch std - 1) per batch: mean -2, unbiased
+    # variance 36 * (n / (n - 1)) * biased / (biased + eps) with n = 2
+    got2 = [36.0 * 2.0 * (b.var(unbiased=False) / (b.var(unbiased=False) + EPS)) for b in (b1, b2)]
+    assert torch.allclose(model.bn2.running_mean, torch.tensor([-2.0], dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(model.bn2.running_var, (sum(got2) / 2).view(1), atol=1e-6)
+    assert model.bn1.weight.detach().item() == 3.0 and model.bn1.bias.detach().item() == -1.0  # untouched
+    assert model.bn1.momentum == 0.1  # the layers' own momentum back
+    # the 5 slices' values are 1, 3, 10, 14, 100: whichever 4 are kept, not the old (7, 9)
+    assert float(model.bn1.running_mean) != 7.0
+
+
+def test_adabn_refuses_what_it_cannot_estimate():
+    from mpscl.models.batchnorm import reestimate_statistics
+
+    with pytest.raises(ValueError, match="at least 2 slices"):
+        reestimate_statistics(_Probe(nn.BatchNorm2d), _batch([1.0]))
+    with pytest.raises(ValueError, match="BatchNorm layers"):
+        reestimate_statistics(nn.Conv2d(1, 1, 1).double(), _batch([1.0, 2.0]))

@@ -22,15 +22,16 @@ from typing import Callable, Dict, List, Optional, Union
 import torch
 
 from .. import methods
-from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, load_model, save_checkpoint
 from ..config import Config, ConfigError, config_from_dict, diff_configs, load_yaml, without_retired
 from ..data import PreparedDataset, SliceDataset
+from ..models.batchnorm import reestimate_statistics
 from ..models.pretrained import settle_initialisation
 from ..runtime import DeviceError, resolve_device, use_bf16
 from .distributed import DistContext
 from .prototypes import init_prototypes
 from .provenance import prototypes_fit, warmup_record
-from .trainer import RUNTIME_KEYS, Trainer, TrainingError
+from .trainer import AFTER_TRAINING_KEYS, RUNTIME_KEYS, Trainer, TrainingError
 
 
 def _open(path_or_ds, what: str) -> PreparedDataset:
@@ -47,7 +48,8 @@ def run_config_diff(out: Path, cfg: Config, method: str) -> List[str]:
     if not isinstance(old, dict):
         raise TrainingError(f"{path}: not a run configuration (a YAML mapping); choose a new --out")
     old_method = old.pop("method", None)
-    diff = [k for k in diff_configs(without_retired(old), cfg.to_dict()) if k not in RUNTIME_KEYS]
+    diff = [k for k in diff_configs(without_retired(old), cfg.to_dict())
+            if k not in RUNTIME_KEYS and k not in AFTER_TRAINING_KEYS]
     return (["method"] if old_method not in (None, method) else []) + diff
 
 
@@ -159,10 +161,24 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
     if final is None:
         return proto_path
     if dist.is_main:
-        with open(final, "rb") as src_f:
-            atomic_write(out / "final.pt", lambda f: shutil.copyfileobj(src_f, f))
+        if cfg.train.adabn and spec.sees_unlabelled_target and selected[-1] == spec.stages[-1].name:
+            adabn_final(final, trg_ds, out / "final.pt", device, cfg.train.seed, log)
+        else:
+            with open(final, "rb") as src_f:
+                atomic_write(out / "final.pt", lambda f: shutil.copyfileobj(src_f, f))
     dist.barrier()
     return out / "final.pt"
+
+
+def adabn_final(stage_final: Path, trg_ds: SliceDataset, dest: Path, device, seed: int, log=print) -> None:
+    """``dest`` = ``stage_final`` with BatchNorm statistics re-estimated on every slice of
+    ``trg_ds`` (unaugmented, shuffled with ``seed``): ``train.adabn``. Deterministic, so
+    a re-run writes the same file."""
+    model, ckpt = load_model(stage_final, device)
+    used = reestimate_statistics(model, trg_ds.images, generator=torch.Generator().manual_seed(seed))
+    ckpt = {**ckpt, "model": model.state_dict(), "adabn": {"target_slices": used, "stage": stage_final.parent.name}}
+    save_checkpoint(dest, ckpt)
+    log(f"[adabn] BatchNorm statistics of {dest} re-estimated on {used} target slices")
 
 
 INIT_MODEL_KEYS = ("backbone", "width", "multi_level", "input_mode", "batchnorm", "decoder")

@@ -32,6 +32,9 @@ from .schedule import set_poly_lr, stage_schedule
 # keys that change how a run is executed or logged, not what it computes
 RUNTIME_KEYS = {"train.device", "train.threads", "train.log_every", "train.checkpoint_every",
                 "data.num_workers"}
+# keys read only after the last stage, to make RUN/final.pt from its checkpoint: a run folder
+# trained without them is continued (nothing retrained), RUN/final.pt is made again
+AFTER_TRAINING_KEYS = {"train.adabn"}
 
 
 class TrainingError(RuntimeError):
@@ -282,7 +285,8 @@ class Trainer:
             return False
         s = load_checkpoint(path, map_location="cpu")
         old = without_retired(s.get("config") or {})
-        diff = [k for k in diff_configs(old, self.cfg.to_dict()) if k not in RUNTIME_KEYS]
+        diff = [k for k in diff_configs(old, self.cfg.to_dict())
+                if k not in RUNTIME_KEYS and k not in AFTER_TRAINING_KEYS]
         if diff or s.get("stage") != self.stage:
             raise TrainingError(
                 f"{path}: cannot resume: it was written by a different configuration "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
+import torch
 from torch import nn
 
 BN_MODES = ("live", "frozen", "trainable")
@@ -75,3 +76,40 @@ def norm_layer(mode: str) -> Type[nn.BatchNorm2d]:
 def bn_mode_of(freeze_bn: bool) -> str:
     """The mode the old boolean ``freeze_bn`` meant: ``frozen`` (True) or ``trainable``."""
     return "frozen" if freeze_bn else "trainable"
+
+
+def reestimate_statistics(model: nn.Module, images, batch_size: int = 16, generator=None) -> int:
+    """AdaBN (Li et al., 2016): replace every BatchNorm layer's running statistics with those
+    of ``images`` (``(T, 1, N, N)``, e.g. a domain's unlabelled training slices).
+
+    The slices go through the model in shuffled batches (``generator``) with the BatchNorm
+    layers normalising by each batch's statistics, every mode included (``frozen`` too), and
+    accumulating them with equal weights (``momentum=None``): the running mean becomes the
+    mean of the batch means, the running variance that of the unbiased batch variances. A
+    trailing batch smaller than the others is left out so every batch weighs the same; with
+    fewer slices than ``batch_size`` they form one batch. Weights are untouched; the model is
+    returned in eval mode. Returns the number of slices used.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    n = int(images.shape[0])
+    if not layers or n < 2:
+        raise ValueError(f"AdaBN needs BatchNorm layers and at least 2 slices (got {len(layers)} "
+                         f"layers, {n} slices)")
+    batch = min(int(batch_size), n)
+    order = torch.randperm(n, generator=generator)
+    used = n - n % batch
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    param = next(model.parameters())
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum, m.training = None, True
+        with torch.no_grad():
+            for i in range(0, used, batch):
+                model(images[order[i:i + batch]].to(param.device, param.dtype))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.eval()
+    return used

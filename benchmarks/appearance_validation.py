@@ -38,6 +38,7 @@ PRESET = "cpu-plain"  # every run names its appearance handling explicitly
 GIN = ["appearance.gin=0.5"]
 CURVES = ["appearance.curves=0.5"]
 FDA = ["appearance.fda=0.5", "appearance.fda_beta=0.01"]
+LONGWARM = ["train.warmup_iters=1200", "train.iters=600"]  # the recipe's budget split
 RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "so": ("source-only", []),
     "so-gin": ("source-only", GIN),
@@ -72,6 +73,11 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-longwarm-dec": ("mpscl", GIN + ["train.warmup_iters=1200", "train.iters=600", "model.decoder=32"]),
     "mpscl-gin-st-rand-gentle": ("mpscl", GIN + ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
                                                  "mpscl.self_training_threshold=0.95"]),
+    # self-training on the recipe (its longer warm-up selects better pseudo-labels on LGE 1-5)
+    "mpscl-gin-longwarm-st-rand-teacher": ("mpscl", GIN + LONGWARM + [
+        "mpscl.self_training=1.0", "mpscl.self_training_view=randomised", "mpscl.self_training_teacher=0.99"]),
+    "mpscl-gin-longwarm-st-rand-gentle": ("mpscl", GIN + LONGWARM + [
+        "mpscl.self_training=0.3", "mpscl.self_training_view=randomised", "mpscl.self_training_threshold=0.95"]),
     "oracle": ("oracle", []),
 }
 

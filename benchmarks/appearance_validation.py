@@ -78,6 +78,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training=1.0", "mpscl.self_training_view=randomised", "mpscl.self_training_teacher=0.99"]),
     "mpscl-gin-longwarm-st-rand-gentle": ("mpscl", GIN + LONGWARM + [
         "mpscl.self_training=0.3", "mpscl.self_training_view=randomised", "mpscl.self_training_threshold=0.95"]),
+    # do the contrastive terms bite with the target weight of the source's order (paper: 0.1)?
+    "mpscl-gin-longwarm-ltrg1": ("mpscl", GIN + LONGWARM + ["mpscl.lambda_trg=1.0"]),
     "oracle": ("oracle", []),
 }
 

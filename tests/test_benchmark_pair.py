@@ -68,6 +68,13 @@ def test_row_config_is_what_the_row_trains_with():
     assert v["ablations"] == ["no-margin"] and v["starts_from"] == row_config(a, rows, "mpscl")
     # a record of a method this version does not know is compared as it stands
     assert row_config(a, {"x": {"method": "gone", "set": []}}, "x") == {"row": {"method": "gone", "set": []}, "config": a}
+    # AdaBN changes what the adaptation methods' rows compute, not what source-only or the
+    # oracle computes (it leaves them as trained): only the former differ
+    on = build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200", "train.adabn=true"]).to_dict()
+    rows = {**rows, "oracle": Row("oracle", "oracle").record(), "advent": Row("advent", "advent").record()}
+    changed = [n for n in rows if row_config(on, rows, n) != row_config(b, rows, n)]
+    assert changed == ["mpscl", "v", "advent"]
+    assert row_config(on, rows, "mpscl")["train"]["adabn"] is True and "adabn" not in so["train"]
 
 
 def test_a_changed_budget_split_refuses_only_the_rows_it_changes(tmp_path):

@@ -117,7 +117,7 @@ def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
     of the budget leaves source-only untouched)."""
     row = rows[name]
     try:
-        budgets = methods.get_method(row["method"]).budgets
+        spec = methods.get_method(row["method"])
         cfg = config_from_dict(config, "benchmark.json")
     except (KeyError, ConfigError, TypeError, AttributeError):
         return {"row": row, "config": config}  # a method or key this version lacks: compared as is
@@ -127,11 +127,12 @@ def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
             set_value(cfg, *parse_set(item), where=f"row {name}")
     except ConfigError:
         return {"row": row, "config": config}
-    if "warmup_iters" not in budgets:
+    if "warmup_iters" not in spec.budgets:
         cfg.train.iters = total
     out = cfg.to_dict()
     out["train"] = {k: v for k, v in out["train"].items()
-                    if k != "seed" and (k not in ("iters", "warmup_iters") or k in budgets)}
+                    if k != "seed" and (k not in ("iters", "warmup_iters") or k in spec.budgets)
+                    and (k != "adabn" or spec.sees_unlabelled_target)}  # AdaBN: adaptation methods only
     # not applied: over the recorded config (the user's --set included) an ablation could
     # hide a change the real run, which applies the user's --set after it, would see
     out["ablations"] = list(row.get("ablations") or [])

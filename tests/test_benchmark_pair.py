@@ -71,6 +71,7 @@ def test_row_config_is_what_the_row_trains_with():
     # AdaBN changes what the adaptation methods' rows compute, not what source-only or the
     # oracle computes (it leaves them as trained): only the former differ
     on = build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200", "train.adabn=true"]).to_dict()
+    b = build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200", "train.adabn=false"]).to_dict()
     rows = {**rows, "oracle": Row("oracle", "oracle").record(), "advent": Row("advent", "advent").record()}
     changed = [n for n in rows if row_config(on, rows, n) != row_config(b, rows, n)]
     assert changed == ["mpscl", "v", "advent"]

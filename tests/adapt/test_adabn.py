@@ -8,7 +8,7 @@ from mpscl.data import SliceDataset
 from mpscl.models.batchnorm import reestimate_statistics
 
 TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
-        "train.log_every=1", "train.checkpoint_every=2", "train.threads=1"]
+        "train.log_every=1", "train.checkpoint_every=2", "train.threads=1", "train.adabn=false"]
 
 
 def _load(path):
@@ -66,6 +66,7 @@ def test_adabn_leaves_methods_that_never_see_unlabelled_target_images(tiny_phant
     assert warm.read_bytes() == (tmp_path / "warm" / "warmup" / "final.pt").read_bytes()
 
 
-def test_adabn_is_off_by_default_and_in_no_paper_preset():
+def test_adabn_is_in_the_cpu_recipe_only():
+    assert build_config("cpu").train.adabn is True
     for preset in ("cpu-plain", "paper-mr2ct", "paper-ct2mr"):
         assert build_config(preset).train.adabn is False

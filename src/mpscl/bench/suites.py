@@ -47,10 +47,10 @@ class Suite:
 
 
 # The CPU preset as it was before issue 14 (= `cpu-plain`: no appearance handling, MPSCL's
-# budget split 600 + 1,200): the plain rows, today's source-only and the faithful MPSCL,
-# beside the preset's rows. Source-only gets the whole budget either way.
+# budget split 600 + 1,200, no AdaBN): the plain rows, today's source-only and the faithful
+# MPSCL, beside the preset's rows. Source-only gets the whole budget either way.
 PLAIN = {"appearance.gin": 0.0, "appearance.curves": 0.0, "appearance.fda": 0.0,
-         "train.warmup_iters": 600, "train.iters": 1200}
+         "train.warmup_iters": 600, "train.iters": 1200, "train.adabn": False}
 RECIPE_ROWS = (Row("source-only-plain", "source-only", PLAIN), Row("mpscl-plain", "mpscl", PLAIN))
 RECIPE = {"rows": RECIPE_ROWS, "recommended": "mpscl", "baseline": "source-only-plain"}
 PAIR_ROWS = RECIPE_ROWS[:1]  # a pair of the user's: plain source-only beside the preset's rows

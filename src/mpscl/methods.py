@@ -118,6 +118,13 @@ class Method:
         """The ``train.*`` keys that set this method's iterations."""
         return tuple(dict.fromkeys(s.budget for s in self.stages))
 
+    @property
+    def unspent_budgets(self) -> Tuple[str, ...]:
+        """Dotted budget keys of other registered methods that this one never reads (e.g.
+        ``train.warmup_iters`` for source-only): a run folder does not depend on them."""
+        every = {s.budget for m in _REGISTRY.values() for s in m.stages}
+        return tuple(f"train.{b}" for b in sorted(every - set(self.budgets)))
+
     def decay_mode(self, cfg) -> str:
         if self.decay_key is None:
             return "restart"

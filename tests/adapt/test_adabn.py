@@ -70,3 +70,4 @@ def test_adabn_is_in_the_cpu_recipe_only():
     assert build_config("cpu").train.adabn is True
     for preset in ("cpu-plain", "paper-mr2ct", "paper-ct2mr"):
         assert build_config(preset).train.adabn is False
+

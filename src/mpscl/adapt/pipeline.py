@@ -23,7 +23,7 @@ import torch
 
 from .. import methods
 from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, load_model, save_checkpoint
-from ..config import Config, ConfigError, config_from_dict, diff_configs, load_yaml, without_retired
+from ..config import Config, ConfigError, config_from_dict, load_yaml, without_retired
 from ..data import PreparedDataset, SliceDataset
 from ..models.batchnorm import reestimate_statistics
 from ..models.pretrained import settle_initialisation
@@ -31,7 +31,7 @@ from ..runtime import DeviceError, resolve_device, use_bf16
 from .distributed import DistContext
 from .prototypes import init_prototypes
 from .provenance import prototypes_fit, warmup_record
-from .trainer import AFTER_TRAINING_KEYS, RUNTIME_KEYS, Trainer, TrainingError
+from .trainer import Trainer, TrainingError, training_changes
 
 
 def _open(path_or_ds, what: str) -> PreparedDataset:
@@ -48,8 +48,7 @@ def run_config_diff(out: Path, cfg: Config, method: str) -> List[str]:
     if not isinstance(old, dict):
         raise TrainingError(f"{path}: not a run configuration (a YAML mapping); choose a new --out")
     old_method = old.pop("method", None)
-    diff = [k for k in diff_configs(without_retired(old), cfg.to_dict())
-            if k not in RUNTIME_KEYS and k not in AFTER_TRAINING_KEYS]
+    diff = training_changes(without_retired(old), cfg, methods.get_method(method))
     return (["method"] if old_method not in (None, method) else []) + diff
 
 

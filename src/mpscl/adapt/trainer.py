@@ -15,7 +15,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -35,6 +35,14 @@ RUNTIME_KEYS = {"train.device", "train.threads", "train.log_every", "train.check
 # keys read only after the last stage, to make RUN/final.pt from its checkpoint: a run folder
 # trained without them is continued (nothing retrained), RUN/final.pt is made again
 AFTER_TRAINING_KEYS = {"train.adabn"}
+
+
+def training_changes(old: Dict, cfg: Config, method: methods.Method) -> List[str]:
+    """Keys in which a recorded config ``old`` differs from ``cfg`` in what ``method`` trains:
+    not how a run goes (RUNTIME_KEYS), what is done after it (AFTER_TRAINING_KEYS) or a
+    budget the method never reads."""
+    ignore = RUNTIME_KEYS | AFTER_TRAINING_KEYS | set(method.unspent_budgets)
+    return [k for k in diff_configs(old, cfg.to_dict()) if k not in ignore]
 
 
 class TrainingError(RuntimeError):
@@ -64,7 +72,7 @@ class Trainer:
             spec_method, self.spec = methods.find_stage(stage, method)
         except KeyError as e:
             raise TrainingError(str(e.args[0])) from None
-        self.cfg, self.stage, self.method = cfg, stage, spec_method.name
+        self.cfg, self.stage, self.method, self.method_spec = cfg, stage, spec_method.name, spec_method
         self.step_fn = methods.resolve(self.spec.step)
         self.out_dir, self.device = Path(out_dir), device
         self.dist = dist or DistContext()
@@ -285,8 +293,7 @@ class Trainer:
             return False
         s = load_checkpoint(path, map_location="cpu")
         old = without_retired(s.get("config") or {})
-        diff = [k for k in diff_configs(old, self.cfg.to_dict())
-                if k not in RUNTIME_KEYS and k not in AFTER_TRAINING_KEYS]
+        diff = training_changes(old, self.cfg, self.method_spec)
         if diff or s.get("stage") != self.stage:
             raise TrainingError(
                 f"{path}: cannot resume: it was written by a different configuration "

@@ -1,0 +1,32 @@
+"""Which config keys make a run folder another run: not those the method never reads."""
+import pytest
+
+from mpscl.adapt.pipeline import train
+from mpscl.config import build_config
+
+TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+        "train.log_every=1", "train.checkpoint_every=2", "train.threads=1"]
+
+
+@pytest.mark.slow
+def test_a_budget_the_method_never_reads_does_not_make_its_run_folder_stale(tiny_phantom, tmp_path):
+    # source-only records MPSCL's warm-up budget in its config but never reads it: a folder
+    # trained under one split of a preset is continued under another (nothing retrained),
+    # mid-stage too; its own budget still refuses
+    from mpscl.adapt.trainer import TrainingError
+
+    src, trg, out = tiny_phantom["mr"], tiny_phantom["ct"], tmp_path / "so"
+    train(src, trg, "source-only", build_config("cpu", sets=TINY), out, progress=False)
+    stage = out / "source-only" / "final.pt"
+    before, lines = stage.read_bytes(), []
+    other_split = build_config("cpu", sets=TINY + ["train.warmup_iters=7"])
+    train(src, trg, "source-only", other_split, out, progress=False, log=lines.append)
+    assert stage.read_bytes() == before and any("already finished" in l for l in lines)
+    stage.unlink()  # from last.pt (iteration 4 of 4) under the other split: resumed, not refused
+    train(src, trg, "source-only", other_split, out, progress=False)
+    assert stage.is_file()
+    with pytest.raises(TrainingError, match=r"differs in: train.iters\)"):
+        train(src, trg, "source-only", build_config("cpu", sets=TINY + ["train.iters=6"]), out, progress=False)
+    from mpscl import methods
+    assert methods.get_method("source-only").unspent_budgets == ("train.warmup_iters",)
+    assert methods.get_method("mpscl").unspent_budgets == ()

@@ -2,8 +2,9 @@
 
 phantom (MR and CT NIfTI) -> prepare both domains -> train plain source-only (what a
 segmenter trained on MR alone gives, ``cpu-plain`` preset) and the recommended CPU recipe
-(MPSCL with appearance handling of the source slices, ``cpu`` preset), same total iteration
-budget -> evaluate both on the CT target -> report with tables, the gain, and figures. Direction MR -> CT, as the paper's main experiment. The target images
+(MPSCL with appearance handling of the source slices and AdaBN, ``cpu`` preset), same total
+iteration budget -> evaluate both on the CT target -> report with tables, the gain, and
+figures. Direction MR -> CT, as the paper's main experiment. The target images
 are used unlabelled in training and their labels only for scoring (transductive, as the
 MS-CMRSeg providers' protocol allows); no target label chooses anything.
 """
@@ -107,7 +108,7 @@ def _write_report(rep: Path, summary: Dict, timings: Dict, cfg) -> None:
              "| method | " + " | ".join(classes) + " | mean | mean ASSD (vox) |",
              "|---" * (len(classes) + 3) + "|"]
     shown = {"source-only": "source-only (plain: MR alone, no adaptation)",
-             "mpscl": "MPSCL recipe (MPSCL + appearance handling, `--preset cpu`)"}
+             "mpscl": "MPSCL recipe (MPSCL + appearance handling + AdaBN, `--preset cpu`)"}
     for m, s in summary.items():
         assd = s["assd_mean"]
         lines.append(f"| {shown.get(m, m)} | " + " | ".join(f"{s['per_class'][c]:.1f}" for c in classes)

@@ -175,7 +175,8 @@ def adabn_final(stage_final: Path, trg_ds: SliceDataset, dest: Path, device, see
     a re-run writes the same file."""
     model, ckpt = load_model(stage_final, device)
     used = reestimate_statistics(model, trg_ds.images, generator=torch.Generator().manual_seed(seed))
-    ckpt = {**ckpt, "model": model.state_dict(), "adabn": {"target_slices": used, "stage": stage_final.parent.name}}
+    ckpt = {**ckpt, "model": model.state_dict(),
+            "adabn": {"target_slices": used, "stage": stage_final.parent.name}}
     save_checkpoint(dest, ckpt)
     log(f"[adabn] BatchNorm statistics of {dest} re-estimated on {used} target slices")
 

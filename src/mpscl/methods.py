@@ -83,6 +83,9 @@ class Method:
     # config key of the LR decay mode across stages ("restart" or "continue"); None: restart
     decay_key: Optional[str] = None
     benchmark: bool = False  # one of the main methods ``mpscl benchmark`` compares
+    # its final model always gets the target's BatchNorm statistics (AdaBN), whatever
+    # train.adabn says (which acts on the methods that train on unlabelled target images)
+    target_statistics: bool = False
 
     def __post_init__(self):
         names = [s.name for s in self.stages]
@@ -182,6 +185,9 @@ ADVENT = Stage("advent", f"{_STEPS}:advent_step", inputs=("source", "target"),
 
 register(Method("source-only", (Stage("source-only", f"{_STEPS}:supervised_step"),),
                 help="source labels only (lower bound)", benchmark=True))
+register(Method("adabn", (Stage("source-only", f"{_STEPS}:supervised_step"),),
+                help="source labels, then the target's BatchNorm statistics (AdaBN)",
+                target_statistics=True))
 register(Method("advent", (ADVENT,), help="entropy-map adversarial alignment", benchmark=True))
 register(Method("mpscl", (
     replace(ADVENT, name="warmup", budget="warmup_iters"),

@@ -71,3 +71,19 @@ def test_adabn_is_in_the_cpu_recipe_only():
     for preset in ("cpu-plain", "paper-mr2ct", "paper-ct2mr"):
         assert build_config(preset).train.adabn is False
 
+
+
+@pytest.mark.slow
+def test_the_adabn_method_is_source_only_then_the_target_statistics(tiny_phantom, tmp_path):
+    # the AdaBN baseline (Li et al. 2016) as its own method: whatever train.adabn says
+    src, trg = tiny_phantom["mr"], tiny_phantom["ct"]
+    cfg = build_config("cpu", sets=TINY)  # train.adabn off
+    so = train(src, trg, "source-only", cfg, tmp_path / "so", progress=False)
+    ab = train(src, trg, "adabn", cfg, tmp_path / "ab", progress=False)
+    stage_so = _load(tmp_path / "so" / "source-only" / "final.pt")["model"]
+    stage_ab = _load(tmp_path / "ab" / "source-only" / "final.pt")["model"]
+    assert all(torch.equal(v, stage_ab[k]) for k, v in stage_so.items())  # the same training
+    ck, w_so = _load(ab), _load(so)["model"]
+    assert ck["adabn"]["stage"] == "source-only" and "adabn" not in _load(so)
+    assert all(torch.equal(v, w_so[k]) for k, v in ck["model"].items() if not _is_bn_stat(k))
+    assert not torch.equal(ck["model"]["backbone.bn1.running_var"], w_so["backbone.bn1.running_var"])

@@ -87,6 +87,9 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up
 STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"]}
+# and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
+RUNS["mpscl-gin-sowarm"] = ("mpscl", GIN + LONGWARM)
+WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 
 
 def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) -> None:
@@ -108,6 +111,7 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     init = None
     if method == "mpscl":  # runs whose warm-up settings agree share one warm-up (paired)
         warm_sets = [s for s in sets if not s.startswith("mpscl.") and s not in STAGE_ONLY.get(name, [])]
+        warm_sets += WARMUP_ONLY.get(name, [])
         key = hashlib.sha256(" ".join(sorted(warm_sets)).encode()).hexdigest()[:10]
         wdir = work / "appearance-runs" / suite / f"warmup-{key}"
         init = train(dirs["source"], dirs["target"], "mpscl", build_config(PRESET, layers, sets=warm_sets),

@@ -167,3 +167,19 @@ def test_a_gap_share_that_rounds_to_zero_prints_without_a_sign(tmp_path):
     summarise(tmp_path, "mscmrseg19")
     md = (tmp_path / "summary.md").read_text()
     assert "mpscl closes 0% of the source-only-plain -> oracle gap" in md and "-0%" not in md
+
+
+def test_logged_train_seconds_hand_values(tmp_path):
+    # what a run found already trained took: sec_per_iter x the logging interval, per record
+    from mpscl.bench.compare import logged_train_seconds
+    (tmp_path / "warmup").mkdir()
+    (tmp_path / "mpscl").mkdir()
+    recs = [{"iter": 10, "sec_per_iter": 0.5}, {"iter": 20, "sec_per_iter": 0.25},
+            {"iter": 20, "sec_per_iter": 0.75},  # logged again after a resume: the last one counts
+            {"iter": 30, "sec_per_iter": 1.0}, {"iter": 35, "sec_per_iter": 2.0}]  # 35: the last iteration
+    (tmp_path / "warmup" / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"iter": 4')
+    (tmp_path / "mpscl" / "log.jsonl").write_text(json.dumps({"iter": 5, "sec_per_iter": 3.0}) + "\n")
+    # warm-up: interval 10, (0.5 + 0.75 + 1.0 + 2.0) x 10 = 42.5; mpscl: one record, 5 x 3.0 = 15
+    assert logged_train_seconds(tmp_path, ["warmup"]) == pytest.approx(42.5)
+    assert logged_train_seconds(tmp_path, ["warmup", "mpscl"]) == pytest.approx(57.5)
+    assert logged_train_seconds(tmp_path, ["missing"]) == 0.0

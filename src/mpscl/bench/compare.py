@@ -210,6 +210,28 @@ def _write_record(results: Path, record: Dict, known: Optional[Dict[str, Dict]] 
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
+def logged_train_seconds(run_dir: Path, stages: Sequence[str]) -> float:
+    """Training time the stages' logs record: each record's ``sec_per_iter`` times the logging
+    interval it was computed over (the most common step between logged iterations), the last
+    record of an iteration kept when a resumed run logged it twice. What a run this command
+    found already trained took; startup and scoring are not in it."""
+    total = 0.0
+    for name in stages:
+        per_iter: Dict[int, float] = {}
+        path = run_dir / name / "log.jsonl"
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                rec = json.loads(line)
+                per_iter[int(rec["iter"])] = float(rec["sec_per_iter"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        iters = sorted(per_iter)
+        steps = [b - a for a, b in zip(iters, iters[1:])]
+        every = max(set(steps), key=steps.count) if steps else (iters[0] if iters else 0)
+        total += sum(per_iter.values()) * every
+    return total
+
+
 def _stages(row: Row, cfg, shared: bool) -> List[tuple]:
     """(stage, iterations) this run trains; a shared warm-up is not trained again."""
     skip = row.shared_stage() if shared else None
@@ -331,15 +353,21 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
         left = sum(its[id(q)] for q in todo[todo.index(r):])
         log(f"\n[run {k}/{len(runs)}] {suite.name}: {r['name']} seed {seed}: {stages}{shared}; "
             f"{_eta(its[id(r)], left, done_its, done_s)}")
+        names = [n for n, _ in _stages(row, r["cfg"], bool(init))]
+        trained = not all((run_dir / n / "final.pt").is_file() for n in names)
         t0 = time.perf_counter()
         final = train(source, target, r["method"], r["cfg"], run_dir, init=init)
         train_s = time.perf_counter() - t0
-        done_its, done_s = done_its + its[id(r)], done_s + train_s
+        if trained:
+            done_its, done_s = done_its + its[id(r)], done_s + train_s
+        else:  # only RUN/final.pt made and scored: report the training its logs record
+            train_s = logged_train_seconds(run_dir, names)
         metrics = evaluate_checkpoint(final, pair["score"].root, res_dir, cases=pair["test"], device=device or "auto")
         info = {"suite": suite.name, "run": r["name"], "method": r["method"], "seed": seed,
                 "ablations": r["ablations"], "preset": preset, "suite_settings": settings,
                 "sets": r["sets"],
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
+                "trained_now": trained,
                 "test_cases": suite.test_cases or "all", "git_commit": commit,
                 "machine": _machine(), "dice_mean": metrics["summary"]["dice_mean"]}
         (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from mpscl import methods
 from mpscl.adapt.pipeline import adabn_final
 from mpscl.bench.compare import _git_commit
 from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
             run = a.work / "appearance-runs" / a.suite / name / f"seed{seed}"
             cfg = yaml.safe_load((run / "config.yaml").read_text())
             method = cfg.pop("method")
-            stage = run / ("mpscl" if method == "mpscl" else method) / "final.pt"
+            stage = run / methods.get_method(method).stages[-1].name / "final.pt"
             if not stage.is_file():
                 sys.exit(f"{stage}: no finished run; train it with appearance_validation.py first")
             res = a.results / a.suite / f"{name}+adabn" / f"seed{seed}"

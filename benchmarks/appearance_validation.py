@@ -83,12 +83,13 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # the recipe's MPSCL stage without the adversarial terms (the warm-up keeps them): do
     # they cost on two MR sequences (LGE) what they gain on CT <-> MR?
     "mpscl-gin-longwarm-noadv": ("mpscl", GIN + LONGWARM + ["loss.adversarial=false"]),
+    # the recipe with a source-only + GIN warm-up (WARMUP_ONLY below)
+    "mpscl-gin-sowarm": ("mpscl", GIN + LONGWARM),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up
 STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
-RUNS["mpscl-gin-sowarm"] = ("mpscl", GIN + LONGWARM)
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 
 

@@ -117,6 +117,16 @@ class Method:
         return any("target" in s.inputs for s in self.stages)
 
     @property
+    def reads_adabn_setting(self) -> bool:
+        """Does ``train.adabn`` decide this method's final model? (It acts on the methods that
+        train on unlabelled target images; a ``target_statistics`` method always has AdaBN.)"""
+        return self.sees_unlabelled_target and not self.target_statistics
+
+    def adabn(self, cfg) -> bool:
+        """Does this method's final model get the target's BatchNorm statistics under ``cfg``?"""
+        return self.target_statistics or (self.reads_adabn_setting and cfg.train.adabn)
+
+    @property
     def budgets(self) -> Tuple[str, ...]:
         """The ``train.*`` keys that set this method's iterations."""
         return tuple(dict.fromkeys(s.budget for s in self.stages))

@@ -160,8 +160,7 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
     if final is None:
         return proto_path
     if dist.is_main:
-        adabn = spec.target_statistics or (cfg.train.adabn and spec.sees_unlabelled_target)
-        if adabn and selected[-1] == spec.stages[-1].name:
+        if spec.adabn(cfg) and selected[-1] == spec.stages[-1].name:
             adabn_final(final, trg_ds, out / "final.pt", device, cfg.train.seed, log)
         else:
             with open(final, "rb") as src_f:

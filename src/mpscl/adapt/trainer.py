@@ -72,7 +72,7 @@ class Trainer:
             spec_method, self.spec = methods.find_stage(stage, method)
         except KeyError as e:
             raise TrainingError(str(e.args[0])) from None
-        self.cfg, self.stage, self.method, self.method_spec = cfg, stage, spec_method.name, spec_method
+        self.cfg, self.stage, self.method_spec = cfg, stage, spec_method
         self.step_fn = methods.resolve(self.spec.step)
         self.out_dir, self.device = Path(out_dir), device
         self.dist = dist or DistContext()
@@ -258,7 +258,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict:
         return {
-            "method": self.method, "stage": self.stage, "iteration": self.iteration,
+            "method": self.method_spec.name, "stage": self.stage, "iteration": self.iteration,
             "config": self.cfg.to_dict(), "classes": self.classes, "label_values": self.label_values,
             "axis": self.axis,
             **{n: (m.state_dict() if m is not None else None) for n, m in self.nets.items()},

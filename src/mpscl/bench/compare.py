@@ -130,9 +130,8 @@ def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
     if "warmup_iters" not in spec.budgets:
         cfg.train.iters = total
     out = cfg.to_dict()
-    out["train"] = {k: v for k, v in out["train"].items()
-                    if k != "seed" and (k not in ("iters", "warmup_iters") or k in spec.budgets)
-                    and (k != "adabn" or spec.sees_unlabelled_target)}  # the methods train.adabn acts on
+    unread = {"train.seed", *spec.unspent_budgets, *(() if spec.reads_adabn_setting else ("train.adabn",))}
+    out["train"] = {k: v for k, v in out["train"].items() if f"train.{k}" not in unread}
     # not applied: over the recorded config (the user's --set included) an ablation could
     # hide a change the real run, which applies the user's --set after it, would see
     out["ablations"] = list(row.get("ablations") or [])

@@ -114,7 +114,7 @@ def test_retired_keys_old_runs_load_new_settings_refuse(tmp_path):
         build_config("cpu", sets=["train.val_every=5"])
 
 
-def test_a_single_stage_run_says_mpscl_would_train_longer():
+def test_a_single_stage_run_says_mpscl_would_train_longer(tmp_path):
     from mpscl.cli import budget_note
     cfg = build_config("cpu", sets=["train.iters=600", "train.warmup_iters=1200"])
     note = budget_note("source-only", cfg, [])
@@ -123,3 +123,9 @@ def test_a_single_stage_run_says_mpscl_would_train_longer():
     assert budget_note("mpscl", cfg, []) is None  # its own budget
     assert budget_note("advent", cfg, ["train.iters = 1800"]) is None  # the user chose the length
     assert budget_note("oracle", build_config("cpu", sets=["train.warmup_iters=0"]), []) is None
+    # a --config file that sets the length counts as the user's choice; one that does not, not
+    chosen, other = tmp_path / "len.yaml", tmp_path / "lr.yaml"
+    chosen.write_text("train: {iters: 1800}\n")
+    other.write_text("optim: {lr: 0.02}\ntrain: {seed: 3}\n")
+    assert budget_note("advent", cfg, [], [chosen]) is None
+    assert budget_note("advent", cfg, [], [other]) == note.replace("source-only", "advent")

@@ -59,11 +59,15 @@ def cmd_phantom(args) -> None:
     print(f"phantom written to {args.out} (ct/ and mr/, {args.cases} cases each, seed {args.seed})")
 
 
-def budget_note(method: str, cfg, sets) -> Optional[str]:
+def budget_note(method: str, cfg, sets, files=()) -> Optional[str]:
     """Why a single-stage run is shorter than MPSCL's under the same preset, unless the user
-    set its length (``mpscl benchmark`` and ``mpscl demo`` give every method the sum)."""
+    set its length with ``--set`` or a ``--config`` file (``mpscl benchmark`` and ``mpscl demo``
+    give every method the sum)."""
+    from .config import load_yaml
     if "warmup_iters" in methods.get_method(method).budgets or cfg.train.warmup_iters == 0 \
-            or any(parse_set(s)[0] == "train.iters" for s in sets):
+            or any(parse_set(s)[0] == "train.iters" for s in sets) \
+            or any("iters" in (((f if isinstance(f, dict) else load_yaml(f)) or {}).get("train") or {})
+                   for f in files):
         return None
     total = cfg.train.iters + cfg.train.warmup_iters
     return (f"note: {method} trains train.iters = {cfg.train.iters} iterations; mpscl under this config "
@@ -74,7 +78,7 @@ def budget_note(method: str, cfg, sets) -> Optional[str]:
 def cmd_train(args) -> None:
     from .adapt.pipeline import train
     cfg = _build_config(args)
-    note = None if args.iters is not None or args.stage else budget_note(args.method, cfg, args.sets)
+    note = None if args.iters is not None or args.stage else budget_note(args.method, cfg, args.sets, args.config)
     if note:
         print(note, file=sys.stderr, flush=True)
     final = train(args.source, args.target, args.method, cfg, args.out, stage=args.stage,

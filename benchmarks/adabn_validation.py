@@ -10,6 +10,10 @@ target training slices exactly as ``train.adabn`` does, and is scored beside the
 
 Results: RESULTS/<suite>/<run>+adabn/seed<k>/{metrics.json,run.json}; the table of
 ``appearance_validation.py`` lists them beside the runs.
+
+``--per-volume``: instead, each validation volume is segmented with BatchNorm statistics
+re-estimated on its own slices only (test-time statistics, one volume at a time, batches of
+16 shuffled with the run's seed); results in RESULTS/<suite>/<run>+volbn/.
 """
 from __future__ import annotations
 
@@ -21,14 +25,47 @@ from pathlib import Path
 import yaml
 
 from mpscl import methods
+from mpscl import checkpoint as checkpoint_io
 from mpscl.adapt.pipeline import adabn_final
 from mpscl.bench.compare import _git_commit
 from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
-from mpscl.data import SliceDataset
+from mpscl.data import PreparedDataset, SliceDataset, from_slices
 from mpscl.evaluate import evaluate_checkpoint
+from mpscl.evaluate.inference import _resize, predict_volume
+from mpscl.evaluate.metrics import score_case
+from mpscl.evaluate.report import summarise, write_reports
+from mpscl.models.batchnorm import reestimate_statistics
 from mpscl.runtime import machine_line
 
 from appearance_validation import VAL_CASES, table
+
+
+def per_volume_statistics(stage: Path, data_dir: Path, out: Path, cases: str, seed: int) -> dict:
+    """Score ``stage`` on ``cases``, each volume with BatchNorm statistics of its own slices."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    trained, ckpt = checkpoint_io.load_model(stage, "cpu")
+    size = int(ckpt["config"]["data"]["size"])
+    ds = PreparedDataset(data_dir)
+    classes = [str(c) for c in ds.classes]
+    records = []
+    for cid in ds.select(cases):
+        case = ds.case(cid)
+        gt, meta = case["label_orig"], case["meta"]
+        model = copy.deepcopy(trained)
+        x = torch.as_tensor(np.asarray(case["image"], dtype=np.float32))[:, None]
+        reestimate_statistics(model, _resize(x, (size, size), antialias=True), batch_size=16,
+                              generator=torch.Generator().manual_seed(seed))
+        plane = [n for d, n in enumerate(gt.shape) if d != int(meta["axis"])]
+        pred = from_slices(predict_volume(model, case["image"], device="cpu", out_shape=plane,
+                                          input_size=size), meta)
+        records.append({"case": str(cid), **score_case(pred, gt, classes, meta.get("spacing"))})
+    metrics = {"cases": records, "summary": summarise(records, classes[1:])}
+    write_reports(metrics, out, title=f"{stage}, per-volume BatchNorm statistics, on {data_dir}")
+    return json.loads((out / "metrics.json").read_text())
 
 
 def main(argv=None) -> int:
@@ -38,7 +75,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--work", type=Path, default=Path("bench_work"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/appearance-validation"))
+    ap.add_argument("--per-volume", action="store_true",
+                    help="statistics of each validation volume's own slices instead (RUN+volbn)")
     a = ap.parse_args(argv)
+    tag = "volbn" if a.per_volume else "adabn"
     for name in [r for r in a.runs.split(",") if r]:
         for seed in [int(s) for s in a.seeds.split(",")]:
             run = a.work / "appearance-runs" / a.suite / name / f"seed{seed}"
@@ -47,19 +87,24 @@ def main(argv=None) -> int:
             stage = run / methods.get_method(method).stages[-1].name / "final.pt"
             if not stage.is_file():
                 sys.exit(f"{stage}: no finished run; train it with appearance_validation.py first")
-            res = a.results / a.suite / f"{name}+adabn" / f"seed{seed}"
+            res = a.results / a.suite / f"{name}+{tag}" / f"seed{seed}"
             dirs = prepare_builtin(BUILTIN[a.suite], a.work, int(cfg["data"]["size"]), SHARED)
-            trg = SliceDataset(dirs["target"], labelled=False)
             res.mkdir(parents=True, exist_ok=True)
-            adabn_final(stage, trg, res / "final.pt", "cpu", int(cfg["train"]["seed"]), log=lambda *_: None)
-            m = evaluate_checkpoint(res / "final.pt", dirs["target"], res, cases=VAL_CASES[a.suite], progress=False)
-            (res / "final.pt").unlink()  # weights are not results
+            if a.per_volume:
+                m = per_volume_statistics(stage, dirs["target"], res, VAL_CASES[a.suite], int(cfg["train"]["seed"]))
+            else:
+                trg = SliceDataset(dirs["target"], labelled=False)
+                adabn_final(stage, trg, res / "final.pt", "cpu", int(cfg["train"]["seed"]), log=lambda *_: None)
+                m = evaluate_checkpoint(res / "final.pt", dirs["target"], res, cases=VAL_CASES[a.suite],
+                                        progress=False)
+                (res / "final.pt").unlink()  # weights are not results
             before = json.loads((a.results / a.suite / name / f"seed{seed}" / "run.json").read_text())["dice_mean"]
-            info = {"suite": a.suite, "run": f"{name}+adabn", "from": str(stage), "seed": seed,
+            info = {"suite": a.suite, "run": f"{name}+{tag}", "from": str(stage), "seed": seed,
                     "val_cases": VAL_CASES[a.suite], "git_commit": _git_commit(), "machine": machine_line(),
                     "dice_mean": m["summary"]["dice_mean"], "dice_mean_without": before}
             (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-            print(f"[done] {a.suite} {name} seed {seed}: val Dice {before:.2f} -> {info['dice_mean']:.2f} with AdaBN",
+            how = "per-volume statistics" if a.per_volume else "AdaBN"
+            print(f"[done] {a.suite} {name} seed {seed}: val Dice {before:.2f} -> {info['dice_mean']:.2f} with {how}",
                   flush=True)
     print(table(a.results, a.suite))
     return 0

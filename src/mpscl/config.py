@@ -106,6 +106,9 @@ class LossConfig:
     adversarial: bool = True
     adv_main: float = setting(0.003, "[0, 1000]")
     adv_aux: float = setting(0.00002, "[0, 1000]")
+    # beyond the paper: scale both adversarial weights by the discriminator's advantage over
+    # chance, 1 - 2 * its recent error rate (adapt/adversarial_gate.py)
+    adv_gate: bool = False
 
 
 @dataclass

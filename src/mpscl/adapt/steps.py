@@ -14,6 +14,7 @@ import torch
 from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
                       segmentation_loss)
 from ..losses.segmentation import class_counts, weighted_cross_entropy
+from .adversarial_gate import discriminator_error
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
 Terms = Dict[str, torch.Tensor]
@@ -41,6 +42,10 @@ def _global_batch(t, labels) -> Dict:
 
 def _weighted(t, terms: Terms) -> torch.Tensor:
     w = loss_weights(t.cfg)
+    if t.adv_gate is not None and "adv" in terms:  # loss.adv_gate: as much as D finds a gap
+        gate = t.adv_gate.value
+        w["adv"], w["adv_aux"] = w["adv"] * gate, w["adv_aux"] * gate
+        t.stats["adv_gate"] = gate
     return sum(w[k] * v for k, v in terms.items() if w.get(k, 0.0) != 0.0)
 
 
@@ -72,12 +77,18 @@ def update_discriminators(t, outs_s, outs_t) -> Terms:
         pairs.append(("d_aux", d_aux, outs_s[1], outs_t[1]))
     for name, disc, ps, pt in pairs:
         with t.autocast():
-            ls = discriminator_loss(disc(entropy_map(ps.detach())), is_target=False)
+            out_s = disc(entropy_map(ps.detach()))
+            ls = discriminator_loss(out_s, is_target=False)
         ls.backward()
         with t.autocast():
-            lt = discriminator_loss(disc(entropy_map(pt.detach())), is_target=True)
+            out_t = disc(entropy_map(pt.detach()))
+            lt = discriminator_loss(out_t, is_target=True)
         lt.backward()
         terms[name] = (ls + lt).detach()
+        if name == "d_main" and t.adv_gate is not None:  # on the maps D was just shown
+            err = t.dist.mean_over_ranks({"e": discriminator_error(out_s, out_t)})["e"]
+            t.adv_gate.update(err)
+            t.stats["d_error"] = err
     return t.check_finite(terms, "discriminator loss")
 
 

@@ -25,6 +25,7 @@ from ..config import Config, diff_configs, without_retired
 from ..data import appearance
 from ..models import build_segmenter
 from ..runtime import use_bf16
+from .adversarial_gate import AdversarialGate
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
@@ -109,6 +110,13 @@ class Trainer:
         for name, o in self.spec.optimisers.items():
             live = [self.nets[n] for n in o.networks if self.nets.get(n) is not None]
             self.optimisers[name] = methods.resolve(o.build)(cfg, live) if live else None
+        # loss.adv_gate: the adversarial weights follow the discriminator's error; a stage
+        # that starts from another (MPSCL from its warm-up) continues its estimate
+        self.adv_gate: Optional[AdversarialGate] = None
+        if cfg.loss.adv_gate and self.nets.get("disc_main") is not None:
+            self.adv_gate = AdversarialGate()
+            if init is not None and init.get("adv_gate") is not None:
+                self.adv_gate.load_state_dict(init["adv_gate"])
         self.prototypes = None
         if self.spec.prototypes:
             if prototypes is None:
@@ -264,6 +272,7 @@ class Trainer:
             **{n: (m.state_dict() if m is not None else None) for n, m in self.nets.items()},
             **{n: (o.state_dict() if o is not None else None) for n, o in self.optimisers.items()},
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
+            "adv_gate": self.adv_gate.state_dict() if self.adv_gate is not None else None,
             "rng_torch": torch.get_rng_state(),
             "world_size": self.dist.world_size,
         }
@@ -275,6 +284,10 @@ class Trainer:
             part.load_state_dict(s[name])
         if s.get("prototypes") is not None:
             self.prototypes = s["prototypes"].float().to(self.device)
+        if self.adv_gate is not None:
+            if s.get("adv_gate") is None:
+                raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no adversarial gate state")
+            self.adv_gate.load_state_dict(s["adv_gate"])
         torch.set_rng_state(s["rng_torch"])
         self.iteration = int(s["iteration"])
 

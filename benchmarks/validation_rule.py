@@ -1,0 +1,77 @@
+"""The adoption rule of the CPU-recipe research (issue 14), applied to validation results.
+
+A variant enters the recipe only if, on every seed, its mean Dice over the three validation
+suites (LGE 1-5, phantom MR -> CT 1-3, phantom CT -> MR 1-3) is above the base's and it is
+nowhere more than ``--margin`` (1.0) points behind. Both runs are read from
+RESULTS/<suite>/<run>/seed<k>/run.json (``appearance_validation.py``, ``adabn_validation.py``);
+a seed is judged only when both runs have it on all three suites.
+
+    python benchmarks/validation_rule.py --base mpscl-gin-longwarm+adabn \
+        --variant mpscl-gin-fda-longwarm+adabn --results benchmarks/results/appearance-validation
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+SUITES = ("mscmrseg19", "phantom-mr2ct", "phantom-ct2mr")
+
+
+def seed_verdict(diffs: List[Optional[float]], margin: float = 1.0) -> Optional[bool]:
+    """One seed passes: the mean difference over the suites is above 0 and none is below
+    ``-margin``. With a suite missing (None): False if another is already below ``-margin``,
+    else None (pending)."""
+    known = [d for d in diffs if d is not None]
+    if any(d < -margin for d in known):
+        return False
+    if len(known) < len(diffs):
+        return None
+    return sum(known) / len(known) > 0
+
+
+def _dice(results: Path, suite: str, run: str, seed: int) -> Optional[float]:
+    p = results / suite / run / f"seed{seed}" / "run.json"
+    return json.loads(p.read_text())["dice_mean"] if p.is_file() else None
+
+
+def compare(results: Path, base: str, variant: str, margin: float = 1.0) -> Dict:
+    """Per seed of the variant: its differences to the base on each suite and the verdict;
+    ``adopt`` is "yes" (every seed passes), "no" (one fails) or "pending"."""
+    seeds = sorted({int(p.name[4:]) for s in SUITES for p in (results / s / variant).glob("seed*")})
+    rows = []
+    for k in seeds:
+        pairs = [(_dice(results, s, base, k), _dice(results, s, variant, k)) for s in SUITES]
+        diffs = [None if b is None or v is None else v - b for b, v in pairs]
+        known = [d for d in diffs if d is not None]
+        rows.append({"seed": k, "diffs": diffs, "mean": sum(known) / len(known) if known else None,
+                     "passes": seed_verdict(diffs, margin)})
+    verdicts = [r["passes"] for r in rows]
+    adopt = "no" if False in verdicts or not rows else "pending" if None in verdicts else "yes"
+    return {"rows": rows, "adopt": adopt}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--variant", required=True)
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/appearance-validation"))
+    ap.add_argument("--margin", type=float, default=1.0)
+    a = ap.parse_args(argv)
+    out = compare(a.results, a.base, a.variant, a.margin)
+    print(f"{a.variant} minus {a.base}, mean Dice on the validation cases\n")
+    print("| seed | " + " | ".join(SUITES) + " | mean | passes |")
+    print("|---" * (len(SUITES) + 3) + "|")
+    word = {True: "yes", False: "no", None: "pending"}
+    for r in out["rows"]:
+        cells = ["-" if d is None else f"{d:+.1f}" for d in r["diffs"]]
+        mean = "-" if r["mean"] is None else f"{r['mean']:+.2f}"
+        print(f"| {r['seed']} | " + " | ".join(cells) + f" | {mean} | {word[r['passes']]} |")
+    print(f"\nadopt: {out['adopt']} (every seed must pass; a suite missing leaves a seed pending)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""benchmarks/validation_rule.py: the research's adoption rule, on hand-made results."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("validation_rule", ROOT / "benchmarks" / "validation_rule.py")
+rule = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rule)
+
+
+def test_seed_verdict():
+    assert rule.seed_verdict([2.0, -0.5, 0.1]) is True      # mean +0.53, worst -0.5
+    assert rule.seed_verdict([4.8, -1.2, 1.5]) is False     # mean +1.7 but one 1.2 behind
+    assert rule.seed_verdict([0.3, -0.2, -0.2]) is False    # mean -0.03
+    assert rule.seed_verdict([0.5, 0.0, -0.5]) is False     # mean exactly 0 does not beat the base
+    assert rule.seed_verdict([3.0, -1.0, 0.0]) is True      # exactly the margin is allowed
+    assert rule.seed_verdict([3.0, -1.0, 0.0], margin=0.5) is False
+    assert rule.seed_verdict([None, 0.4, 0.2]) is None      # pending
+    assert rule.seed_verdict([None, -1.4, 0.2]) is False    # already decided
+
+
+def _result(root, suite, run, seed, dice):
+    d = root / suite / run / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"dice_mean": dice}))
+
+
+def test_compare_reads_the_results_and_decides(tmp_path):
+    for k, base, var in [(1, (70.0, 50.0, 50.0), (71.0, 50.5, 49.5)), (2, (70.0, 55.0, 55.0), (72.0, 53.5, 56.0))]:
+        for s, b, v in zip(rule.SUITES, base, var):
+            _result(tmp_path, s, "base", k, b)
+            _result(tmp_path, s, "var", k, v)
+    out = rule.compare(tmp_path, "base", "var")
+    assert [r["seed"] for r in out["rows"]] == [1, 2]
+    assert out["rows"][0]["diffs"] == pytest.approx([1.0, 0.5, -0.5]) and out["rows"][0]["passes"] is True
+    assert out["rows"][1]["mean"] == pytest.approx(0.5) and out["rows"][1]["passes"] is False  # -1.5
+    assert out["adopt"] == "no"
+    assert rule.compare(tmp_path, "base", "var", margin=2.0)["adopt"] == "yes"
+    _result(tmp_path, rule.SUITES[1], "var", 3, 56.0)  # seed 3 only on one suite, base absent
+    assert rule.compare(tmp_path, "base", "var", margin=2.0)["adopt"] == "pending"

@@ -18,10 +18,13 @@ re-estimated on its own slices only (test-time statistics, one volume at a time,
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 
 from mpscl import methods
@@ -29,9 +32,9 @@ from mpscl import checkpoint as checkpoint_io
 from mpscl.adapt.pipeline import adabn_final
 from mpscl.bench.compare import _git_commit
 from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
-from mpscl.data import PreparedDataset, SliceDataset, from_slices
+from mpscl.data import PreparedDataset, SliceDataset, from_slices, resize_slices
 from mpscl.evaluate import evaluate_checkpoint
-from mpscl.evaluate.inference import _resize, predict_volume
+from mpscl.evaluate.inference import predict_volume
 from mpscl.evaluate.metrics import score_case
 from mpscl.evaluate.report import summarise, write_reports
 from mpscl.models.batchnorm import reestimate_statistics
@@ -42,11 +45,6 @@ from appearance_validation import VAL_CASES, table
 
 def per_volume_statistics(stage: Path, data_dir: Path, out: Path, cases: str, seed: int) -> dict:
     """Score ``stage`` on ``cases``, each volume with BatchNorm statistics of its own slices."""
-    import copy
-
-    import numpy as np
-    import torch
-
     trained, ckpt = checkpoint_io.load_model(stage, "cpu")
     size = int(ckpt["config"]["data"]["size"])
     ds = PreparedDataset(data_dir)
@@ -56,9 +54,8 @@ def per_volume_statistics(stage: Path, data_dir: Path, out: Path, cases: str, se
         case = ds.case(cid)
         gt, meta = case["label_orig"], case["meta"]
         model = copy.deepcopy(trained)
-        x = torch.as_tensor(np.asarray(case["image"], dtype=np.float32))[:, None]
-        reestimate_statistics(model, _resize(x, (size, size), antialias=True), batch_size=16,
-                              generator=torch.Generator().manual_seed(seed))
+        x = torch.from_numpy(resize_slices(np.asarray(case["image"], dtype=np.float32), size, "image"))[:, None]
+        reestimate_statistics(model, x, batch_size=16, generator=torch.Generator().manual_seed(seed))
         plane = [n for d, n in enumerate(gt.shape) if d != int(meta["axis"])]
         pred = from_slices(predict_volume(model, case["image"], device="cpu", out_shape=plane,
                                           input_size=size), meta)

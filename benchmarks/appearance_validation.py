@@ -85,12 +85,11 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-longwarm-noadv": ("mpscl", GIN + LONGWARM + ["loss.adversarial=false"]),
     # the recipe with a source-only + GIN warm-up (WARMUP_ONLY below)
     "mpscl-gin-sowarm": ("mpscl", GIN + LONGWARM),
-    # fifth round: FDA to target slices beside GIN, for the recipe and for source-only
+    # fifth round: FDA to target slices beside GIN for the whole recipe (source-only's: so-gin-fda)
     "mpscl-gin-fda-longwarm": ("mpscl", GIN + FDA + LONGWARM),
     # the recipe with its adversarial weights gated by the discriminator's error (loss.adv_gate),
     # warm-up included: align only as much as D finds a gap
     "mpscl-gin-longwarm-gate": ("mpscl", GIN + LONGWARM + ["loss.adv_gate=true"]),
-    "advent-gin-gate": ("advent", GIN + ["loss.adv_gate=true"]),
     # the contrastive terms at a SupCon-like temperature (0.1, loss scale T / T_base = 1): with
     # post-ReLU features every cosine is >= 0, so at T = 1 their softmax is nearly flat
     "mpscl-gin-longwarm-t01": ("mpscl", GIN + LONGWARM + [

@@ -4,10 +4,12 @@ With ``loss.adv_gate`` the generator's adversarial weights are multiplied by
 ``g = clip(1 - 2 * err, 0, 1)``, where ``err`` is the main discriminator's recent pixel
 error rate (source and target maps weighed equally). ``1 - 2 err`` is half the proxy
 A-distance of Ben-David et al. (2010), the estimate of the domain gap that DAAN (Yu et al.,
-ICDM 2019) uses to weigh its adversarial terms: a discriminator at chance (err 0.5) means the
-entropy maps of the two domains cannot be told apart, and aligning them further only adds
-noise (on two MR sequences, C0 -> LGE, the adversarial warm-up cost about 3 points of Dice on
-the validation cases while its discriminator stayed near chance; on CT <-> MR it helped).
+ICDM 2019) uses to weigh its adversarial terms. The hypothesis it tests: a discriminator at
+chance (err 0.5) cannot tell the entropy maps of the two domains apart, so aligning them
+further would only add noise (on two MR sequences, C0 -> LGE, the adversarial warm-up cost
+about 3 points of Dice on the validation cases while its discriminator stayed near chance; on
+CT <-> MR it helped). Validation rejected it (docs/METHOD_NOTES.md): the gate behaves as a
+feedback loop and ended at similar values on both kinds of gap. Off in every preset.
 
 ``err`` is an exponential moving average (``momentum`` per iteration, bias-corrected like
 Adam's, so the first measurement counts fully); before any measurement the gate is 0. Its

@@ -53,12 +53,27 @@ def compare(results: Path, base: str, variant: str, margin: float = 1.0) -> Dict
     return {"rows": rows, "adopt": adopt}
 
 
+def seed_means_verdict(rows: List[Dict], margin: float = 1.0, min_gain: float = 1.0) -> Dict:
+    """A rule on the seeds' means instead (proposed, not adopted; benchmarks/README.md): over
+    the seeds judged on every suite, each suite's mean difference at least ``-margin`` and the
+    three-suite mean at least ``min_gain``."""
+    full = [r["diffs"] for r in rows if all(d is not None for d in r["diffs"])]
+    if not full:
+        return {"seeds": 0, "means": None, "mean": None, "passes": None}
+    means = [sum(col) / len(col) for col in zip(*full)]
+    mean = sum(means) / len(means)
+    return {"seeds": len(full), "means": means, "mean": mean,
+            "passes": min(means) >= -margin and mean >= min_gain}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True)
     ap.add_argument("--variant", required=True)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/appearance-validation"))
     ap.add_argument("--margin", type=float, default=1.0)
+    ap.add_argument("--seed-means", type=float, metavar="MIN_GAIN", default=None,
+                    help="also judge by the seeds' means: every suite >= -margin, the three-suite mean >= MIN_GAIN")
     a = ap.parse_args(argv)
     out = compare(a.results, a.base, a.variant, a.margin)
     print(f"{a.variant} minus {a.base}, mean Dice on the validation cases\n")
@@ -70,6 +85,14 @@ def main(argv=None) -> int:
         mean = "-" if r["mean"] is None else f"{r['mean']:+.2f}"
         print(f"| {r['seed']} | " + " | ".join(cells) + f" | {mean} | {word[r['passes']]} |")
     print(f"\nadopt: {out['adopt']} (every seed must pass; a suite missing leaves a seed pending)")
+    if a.seed_means is not None:
+        m = seed_means_verdict(out["rows"], a.margin, a.seed_means)
+        if m["passes"] is None:
+            print("seed means: no seed judged on every suite")
+        else:
+            print(f"seed means over {m['seeds']} seeds: " + ", ".join(f"{v:+.2f}" for v in m["means"])
+                  + f"; three-suite mean {m['mean']:+.2f}: {'passes' if m['passes'] else 'fails'}"
+                  f" (each >= {-a.margin:+.1f}, mean >= {a.seed_means:+.1f})")
     return 0
 
 

@@ -41,3 +41,14 @@ def test_compare_reads_the_results_and_decides(tmp_path):
     assert rule.compare(tmp_path, "base", "var", margin=2.0)["adopt"] == "yes"
     _result(tmp_path, rule.SUITES[1], "var", 3, 56.0)  # seed 3 only on one suite, base absent
     assert rule.compare(tmp_path, "base", "var", margin=2.0)["adopt"] == "pending"
+
+
+def test_seed_means_rule():
+    rows = [{"diffs": [4.8, -0.4, 1.5]}, {"diffs": [3.2, -1.4, -1.7]}, {"diffs": [7.1, -0.4, 4.8]},
+            {"diffs": [None, 9.0, 9.0]}]  # a seed missing a suite is left out
+    m = rule.seed_means_verdict(rows)
+    assert m["seeds"] == 3 and m["means"] == pytest.approx([5.0333, -0.7333, 1.5333], abs=1e-3)
+    assert m["mean"] == pytest.approx(1.9444, abs=1e-3) and m["passes"] is True
+    assert rule.seed_means_verdict(rows, min_gain=2.0)["passes"] is False
+    assert rule.seed_means_verdict(rows, margin=0.5)["passes"] is False  # MR -> CT -0.73
+    assert rule.seed_means_verdict([{"diffs": [None, 1.0, 1.0]}])["passes"] is None

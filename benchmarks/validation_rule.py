@@ -1,13 +1,17 @@
-"""The adoption rule of the CPU-recipe research (issue 14), applied to validation results.
+"""The adoption rules of the CPU-recipe research (issue 14), applied to validation results.
 
-A variant enters the recipe only if, on every seed, its mean Dice over the three validation
-suites (LGE 1-5, phantom MR -> CT 1-3, phantom CT -> MR 1-3) is above the base's and it is
-nowhere more than ``--margin`` (1.0) points behind. Both runs are read from
-RESULTS/<suite>/<run>/seed<k>/run.json (``appearance_validation.py``, ``adabn_validation.py``);
-a seed is judged only when both runs have it on all three suites.
+Per seed (rounds 1-5): a variant enters the recipe only if, on every seed, its mean Dice over
+the three validation suites (LGE 1-5, phantom MR -> CT 1-3, phantom CT -> MR 1-3) is above the
+base's and it is nowhere more than ``--margin`` (1.0) points behind.
+On the seeds' means (``--seed-means MIN_GAIN``, adopted from round 6 with MIN_GAIN 1.0): each
+suite's mean difference over the seeds at least ``-margin`` and the three-suite mean at least
+MIN_GAIN. ``--seeds`` restricts both rules to the seeds named (a confirmation on fresh seeds).
+Both runs are read from RESULTS/<suite>/<run>/seed<k>/run.json (``appearance_validation.py``,
+``adabn_validation.py``); a seed is judged only when both runs have it on all three suites.
 
     python benchmarks/validation_rule.py --base mpscl-gin-longwarm+adabn \
-        --variant mpscl-gin-fda-longwarm+adabn --results benchmarks/results/appearance-validation
+        --variant mpscl-gin-fda-longwarm+adabn --seed-means 1.0 --seeds 4,5 \
+        --results benchmarks/results/appearance-validation
 """
 from __future__ import annotations
 
@@ -37,10 +41,14 @@ def _dice(results: Path, suite: str, run: str, seed: int) -> Optional[float]:
     return json.loads(p.read_text())["dice_mean"] if p.is_file() else None
 
 
-def compare(results: Path, base: str, variant: str, margin: float = 1.0) -> Dict:
-    """Per seed of the variant: its differences to the base on each suite and the verdict;
-    ``adopt`` is "yes" (every seed passes), "no" (one fails) or "pending"."""
+def compare(results: Path, base: str, variant: str, margin: float = 1.0,
+            only: Optional[List[int]] = None) -> Dict:
+    """Per seed of the variant (those in ``only`` if given): its differences to the base on
+    each suite and the verdict; ``adopt`` is "yes" (every seed passes), "no" (one fails) or
+    "pending"."""
     seeds = sorted({int(p.name[4:]) for s in SUITES for p in (results / s / variant).glob("seed*")})
+    if only is not None:
+        seeds = [k for k in seeds if k in only]
     rows = []
     for k in seeds:
         pairs = [(_dice(results, s, base, k), _dice(results, s, variant, k)) for s in SUITES]
@@ -54,8 +62,8 @@ def compare(results: Path, base: str, variant: str, margin: float = 1.0) -> Dict
 
 
 def seed_means_verdict(rows: List[Dict], margin: float = 1.0, min_gain: float = 1.0) -> Dict:
-    """A rule on the seeds' means instead (proposed, not adopted; benchmarks/README.md): over
-    the seeds judged on every suite, each suite's mean difference at least ``-margin`` and the
+    """The rule on the seeds' means (adopted in round 6; benchmarks/README.md): over the
+    seeds judged on every suite, each suite's mean difference at least ``-margin`` and the
     three-suite mean at least ``min_gain``."""
     full = [r["diffs"] for r in rows if all(d is not None for d in r["diffs"])]
     if not full:
@@ -74,8 +82,10 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=float, default=1.0)
     ap.add_argument("--seed-means", type=float, metavar="MIN_GAIN", default=None,
                     help="also judge by the seeds' means: every suite >= -margin, the three-suite mean >= MIN_GAIN")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds to judge (default: every seed)")
     a = ap.parse_args(argv)
-    out = compare(a.results, a.base, a.variant, a.margin)
+    only = None if a.seeds is None else [int(k) for k in a.seeds.split(",")]
+    out = compare(a.results, a.base, a.variant, a.margin, only)
     print(f"{a.variant} minus {a.base}, mean Dice on the validation cases\n")
     print("| seed | " + " | ".join(SUITES) + " | mean | passes |")
     print("|---" * (len(SUITES) + 3) + "|")

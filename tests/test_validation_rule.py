@@ -52,3 +52,18 @@ def test_seed_means_rule():
     assert rule.seed_means_verdict(rows, min_gain=2.0)["passes"] is False
     assert rule.seed_means_verdict(rows, margin=0.5)["passes"] is False  # MR -> CT -0.73
     assert rule.seed_means_verdict([{"diffs": [None, 1.0, 1.0]}])["passes"] is None
+
+
+def test_seeds_restrict_both_rules(tmp_path):
+    diffs = {1: (4.8, -0.4, 1.5), 2: (3.2, -1.4, -1.7), 4: (2.0, -1.5, 2.0), 5: (2.0, 0.5, 0.0)}
+    for k, d in diffs.items():
+        for s, v in zip(rule.SUITES, d):
+            _result(tmp_path, s, "base", k, 50.0)
+            _result(tmp_path, s, "var", k, 50.0 + v)
+    out = rule.compare(tmp_path, "base", "var", only=[4, 5])
+    assert [r["seed"] for r in out["rows"]] == [4, 5] and out["adopt"] == "no"  # seed 4: -1.5
+    m = rule.seed_means_verdict(out["rows"])
+    assert m["seeds"] == 2 and m["means"] == pytest.approx([2.0, -0.5, 1.0])
+    assert m["mean"] == pytest.approx(2.5 / 3) and m["passes"] is False  # below +1
+    assert rule.seed_means_verdict(rule.compare(tmp_path, "base", "var", only=[1, 4])["rows"])["passes"] is True
+    assert rule.compare(tmp_path, "base", "var", only=[3])["rows"] == []

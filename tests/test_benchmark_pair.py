@@ -50,7 +50,7 @@ def test_rows_from_yaml_become_runs(tmp_path):
 
 def test_row_config_is_what_the_row_trains_with():
     from mpscl.bench.compare import row_config
-    from mpscl.config import build_config
+    from mpscl.config import build_config, diff_configs
     rows = {"source-only": Row("source-only", "source-only").record(),
             "mpscl": Row("mpscl", "mpscl").record(),
             "v": Row("v", "mpscl", sets=("mpscl.temp_src=2.0",), ablations=("no-margin",),
@@ -65,7 +65,19 @@ def test_row_config_is_what_the_row_trains_with():
     v = row_config(a, rows, "v")
     # the row's own settings over the recorded config; the ablation named, not applied
     assert v["mpscl"]["temp_src"] == 2.0 and v["mpscl"]["margin_src"] == a["mpscl"]["margin_src"]
-    assert v["ablations"] == ["no-margin"] and v["starts_from"] == row_config(a, rows, "mpscl")
+    assert v["ablations"] == {"no-margin": {"mpscl.margin_src": 0.0, "mpscl.margin_trg": 0.0}}
+    assert v["starts_from"] == row_config(a, rows, "mpscl")
+    # what an ablation set is compared, not only its name: a record from when no-margin set
+    # one margin differs; an older record without the settings reads today's definition
+    then = {**rows["v"], "ablation_settings": {"no-margin": {"mpscl.margin_src": 0.0}}}
+    assert diff_configs(row_config(a, {**rows, "v": then}, "v"), v) == ["ablations.no-margin.mpscl.margin_trg"]
+    legacy = {k: x for k, x in rows["v"].items() if k != "ablation_settings"}
+    assert row_config(a, {**rows, "v": legacy}, "v") == v
+    # the oracle trains on target slices only: the source slices' appearance handling is not its
+    oracle = {"oracle": Row("oracle", "oracle").record()}
+    fda = build_config("cpu", sets=["appearance.fda=0.5"]).to_dict()
+    assert row_config(fda, oracle, "oracle") == row_config(build_config("cpu").to_dict(), oracle, "oracle")
+    assert row_config(fda, rows, "source-only") != row_config(build_config("cpu").to_dict(), rows, "source-only")
     # a record of a method this version does not know is compared as it stands
     assert row_config(a, {"x": {"method": "gone", "set": []}}, "x") == {"row": {"method": "gone", "set": []}, "config": a}
     # AdaBN changes what the adaptation methods' rows compute, not what source-only or the

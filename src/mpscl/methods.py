@@ -117,6 +117,11 @@ class Method:
         return any("target" in s.inputs for s in self.stages)
 
     @property
+    def sees_source(self) -> bool:
+        """Does a stage train on source images? (``appearance.*`` acts on source slices only.)"""
+        return any("source" in s.inputs for s in self.stages)
+
+    @property
     def reads_adabn_setting(self) -> bool:
         """Does ``train.adabn`` decide this method's final model? (It acts on the methods that
         train on unlabelled target images; a ``target_statistics`` method always has AdaBN.)"""

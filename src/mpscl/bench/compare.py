@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from .. import methods
-from ..config import ConfigError, build_config, config_from_dict, diff_configs, parse_set, set_value
+from ..config import ABLATIONS, ConfigError, build_config, config_from_dict, diff_configs, parse_set, set_value
 from .rows import VARIANT_OF, VARIANTS, BenchmarkError, Row, default_rows, merge_rows, select_rows  # noqa: F401
 from .suites import BUILTIN, SHARED, Suite, prepare_builtin
 from .summary import _signed, paired_cases, summarise, table  # noqa: F401
@@ -132,9 +132,13 @@ def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
     out = cfg.to_dict()
     unread = {"train.seed", *spec.unspent_budgets, *(() if spec.reads_adabn_setting else ("train.adabn",))}
     out["train"] = {k: v for k, v in out["train"].items() if f"train.{k}" not in unread}
+    if not spec.sees_source:
+        del out["appearance"]  # it transforms source slices only (e.g. not the oracle's)
     # not applied: over the recorded config (the user's --set included) an ablation could
-    # hide a change the real run, which applies the user's --set after it, would see
-    out["ablations"] = list(row.get("ablations") or [])
+    # hide a change the real run, which applies the user's --set after it, would see. What
+    # each one set when the row was recorded (older records: today's definition)
+    saved = row.get("ablation_settings") or {}
+    out["ablations"] = {a: saved.get(a, ABLATIONS.get(a)) for a in row.get("ablations") or []}
     start = row.get("starts_from")
     if start:
         out["starts_from"] = row_config(config, rows, start) if start in rows else start

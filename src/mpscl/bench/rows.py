@@ -108,6 +108,7 @@ class Row:
     def record(self) -> Dict[str, Any]:
         """What defines the row (``benchmark.json``): a changed definition is a new config."""
         return {"method": self.method, "set": list(self.sets), "ablations": list(self.ablations),
+                "ablation_settings": {a: dict(ABLATIONS[a]) for a in self.ablations},
                 "starts_from": self.starts_from}
 
 

@@ -31,6 +31,17 @@ def _seg_terms(t, aux, main, labels, prefix: str) -> Terms:
     return terms
 
 
+def _consistency_terms(t, main) -> Terms:
+    """Beyond the paper (``appearance.consistency``): the source batch holds two randomised
+    views of each slice, first halves then second (trainer ``_batch``); the symmetric KL
+    divergence between their class distributions, averaged over pixels."""
+    if t.cfg.appearance.consistency <= 0:
+        return {}
+    a, b = torch.log_softmax(main.float(), dim=1).chunk(2)
+    kl = (a.exp() - b.exp()) * (a - b)  # KL(p_a||p_b) + KL(p_b||p_a), per class and pixel
+    return {"cons_src": 0.5 * kl.sum(dim=1).mean()}
+
+
 def _global_batch(t, labels) -> Dict:
     """On several ranks: the class counts of the global batch and the number of ranks, which
     the class-weighted CE takes to weigh and normalise as one process would; else nothing."""
@@ -97,6 +108,8 @@ def supervised_step(t, x, y) -> Terms:
     with t.autocast():
         _, aux, main = t.model(x)
     terms = _seg_terms(t, aux, main, y, "src")
+    if "source" in t.spec.inputs:  # not the oracle's target slices
+        terms.update(_consistency_terms(t, main))
     t.backward(terms, _weighted(t, terms))
     return terms
 
@@ -106,7 +119,7 @@ def advent_step(t, xs, ys, xt) -> Terms:
     _freeze_discriminators(t)
     with t.autocast():
         feats_s, aux_s, main_s = t.model(xs)
-    terms = _seg_terms(t, aux_s, main_s, ys, "src")
+    terms = {**_seg_terms(t, aux_s, main_s, ys, "src"), **_consistency_terms(t, main_s)}
     if t.nets.get("disc_main") is None:  # ablation: no adversarial term
         t.backward(terms, _weighted(t, terms))
         return terms
@@ -133,7 +146,7 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
     with t.autocast():
         feats_s, aux_s, main_s = t.model(xs)
         feats_t, aux_t, main_t = t.model(xt)
-    terms = _seg_terms(t, aux_s, main_s, ys, "src")                          # 1
+    terms = {**_seg_terms(t, aux_s, main_s, ys, "src"), **_consistency_terms(t, main_s)}  # 1
     if t.nets.get("disc_main") is not None:
         with t.autocast():
             terms.update(_adversarial_terms(t, aux_t, main_t))               # 2
@@ -228,6 +241,6 @@ def loss_weights(cfg) -> Dict[str, float]:
         "seg_src": cfg.loss.seg_main, "seg_src_aux": cfg.loss.seg_aux,
         "adv": cfg.loss.adv_main, "adv_aux": cfg.loss.adv_aux,
         "mpcl_src": cfg.mpscl.lambda_src, "mpcl_trg": cfg.mpscl.lambda_trg,
-        "st_trg": cfg.mpscl.self_training,
+        "st_trg": cfg.mpscl.self_training, "cons_src": cfg.appearance.consistency,
     }
 

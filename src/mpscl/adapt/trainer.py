@@ -74,6 +74,9 @@ class Trainer:
         except KeyError as e:
             raise TrainingError(str(e.args[0])) from None
         self.cfg, self.stage, self.method_spec = cfg, stage, spec_method
+        if cfg.appearance.consistency > 0 and not appearance.enabled(cfg.appearance):
+            raise TrainingError("appearance.consistency needs a randomising transform (appearance.gin, "
+                                "curves or fda above 0): without one both views are the same slice")
         self.step_fn = methods.resolve(self.spec.step)
         self.out_dir, self.device = Path(out_dir), device
         self.dist = dist or DistContext()
@@ -158,10 +161,17 @@ class Trainer:
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         if domain == "source" and appearance.enabled(self.cfg.appearance):
             # its own stream (seed + 13), so the geometric augmentation is unchanged by the switch
-            x = self._per_sample(x, seed + 13, i, lambda s, g: appearance.randomise(
-                s, self.cfg.appearance, g, self.target.images))
+            views = [self._per_sample(x, seed + off, i, lambda s, g: appearance.randomise(
+                s, self.cfg.appearance, g, self.target.images)) for off in self.view_streams]
+            x, y = torch.cat(views), torch.cat([y] * len(views))
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         return x, (y.to(self.device) if labelled else None)
+
+    @property
+    def view_streams(self):
+        """Seed offsets of the randomised views of each source slice: one, or two with
+        ``appearance.consistency`` (the first is the one-view batch, bit for bit)."""
+        return (13, 17) if self.cfg.appearance.consistency > 0 else (13,)
 
     def target_view(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """A random-network view (GIN, always applied) of the target batch ``x`` of iteration

@@ -94,6 +94,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # post-ReLU features every cosine is >= 0, so at T = 1 their softmax is nearly flat
     "mpscl-gin-longwarm-t01": ("mpscl", GIN + LONGWARM + [
         "mpscl.temp_src=0.1", "mpscl.temp_trg=0.1", "mpscl.base_temp=0.1"]),
+    # sixth round: two randomised views of each source slice kept consistent (symmetric KL,
+    # weight 1, the main segmentation term's), warm-up included; source-only's: so-gin-cons
+    "mpscl-gin-longwarm-cons": ("mpscl", GIN + LONGWARM + ["appearance.consistency=1.0"]),
+    "so-gin-cons": ("source-only", GIN + ["appearance.consistency=1.0"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

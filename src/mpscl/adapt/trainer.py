@@ -160,7 +160,8 @@ class Trainer:
         parts = [ds.batch([j], generator=sample_generator(seed, i, first + k)) for k, j in enumerate(idx)]
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         if domain == "source" and appearance.enabled(self.cfg.appearance):
-            # its own stream (seed + 13), so the geometric augmentation is unchanged by the switch
+            # its own streams (seed + 13; + 17 for a second view), so the geometric augmentation
+            # is unchanged by the switches
             views = [self._per_sample(x, seed + off, i, lambda s, g: appearance.randomise(
                 s, self.cfg.appearance, g, self.target.images)) for off in self.view_streams]
             x, y = torch.cat(views), torch.cat([y] * len(views))

@@ -30,3 +30,25 @@ def test_a_budget_the_method_never_reads_does_not_make_its_run_folder_stale(tiny
     from mpscl import methods
     assert methods.get_method("source-only").unspent_budgets == ("train.warmup_iters",)
     assert methods.get_method("mpscl").unspent_budgets == ()
+
+
+@pytest.mark.slow
+def test_the_oracle_run_folder_ignores_the_source_image_handling(tiny_phantom, tmp_path):
+    # appearance.* transforms source slices, which the oracle never trains on: its folder is
+    # continued, not refused, when only those change; any key it does read still refuses
+    from mpscl.adapt.trainer import TrainingError
+
+    src, trg, out = tiny_phantom["mr"], tiny_phantom["ct"], tmp_path / "oracle"
+    train(src, trg, "oracle", build_config("cpu", sets=TINY + ["appearance.gin=0"]), out, progress=False)
+    stage = out / "oracle" / "final.pt"
+    before, lines = stage.read_bytes(), []
+    changed = build_config("cpu", sets=TINY + ["appearance.gin=0.7", "appearance.consistency=1.0"])
+    train(src, trg, "oracle", changed, out, progress=False, log=lines.append)
+    assert stage.read_bytes() == before and any("already finished" in l for l in lines)
+    with pytest.raises(TrainingError, match=r"differs in: data.batch_size\)"):
+        train(src, trg, "oracle", build_config("cpu", sets=TINY + ["data.batch_size=4"]), out, progress=False)
+    # a method that trains on source slices is still refused for the same change
+    so = tmp_path / "so"
+    train(src, trg, "source-only", build_config("cpu", sets=TINY + ["appearance.gin=0"]), so, progress=False)
+    with pytest.raises(TrainingError, match=r"appearance.gin"):
+        train(src, trg, "source-only", changed, so, progress=False)

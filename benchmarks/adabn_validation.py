@@ -32,11 +32,8 @@ from mpscl import checkpoint as checkpoint_io
 from mpscl.adapt.pipeline import adabn_final
 from mpscl.bench.compare import _git_commit
 from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
-from mpscl.data import PreparedDataset, SliceDataset, from_slices, resize_slices
+from mpscl.data import SliceDataset, resize_slices
 from mpscl.evaluate import evaluate_checkpoint
-from mpscl.evaluate.inference import predict_volume
-from mpscl.evaluate.metrics import score_case
-from mpscl.evaluate.report import summarise, write_reports
 from mpscl.models.batchnorm import reestimate_statistics
 from mpscl.runtime import machine_line
 
@@ -45,24 +42,16 @@ from appearance_validation import VAL_CASES, table
 
 def per_volume_statistics(stage: Path, data_dir: Path, out: Path, cases: str, seed: int) -> dict:
     """Score ``stage`` on ``cases``, each volume with BatchNorm statistics of its own slices."""
-    trained, ckpt = checkpoint_io.load_model(stage, "cpu")
-    size = int(ckpt["config"]["data"]["size"])
-    ds = PreparedDataset(data_dir)
-    classes = [str(c) for c in ds.classes]
-    records = []
-    for cid in ds.select(cases):
-        case = ds.case(cid)
-        gt, meta = case["label_orig"], case["meta"]
+    size = int(checkpoint_io.load_checkpoint(stage, map_location="cpu")["config"]["data"]["size"])
+
+    def own_statistics(trained, image):
         model = copy.deepcopy(trained)
-        x = torch.from_numpy(resize_slices(np.asarray(case["image"], dtype=np.float32), size, "image"))[:, None]
+        x = torch.from_numpy(resize_slices(np.asarray(image, dtype=np.float32), size, "image"))[:, None]
         reestimate_statistics(model, x, batch_size=16, generator=torch.Generator().manual_seed(seed))
-        plane = [n for d, n in enumerate(gt.shape) if d != int(meta["axis"])]
-        pred = from_slices(predict_volume(model, case["image"], device="cpu", out_shape=plane,
-                                          input_size=size), meta)
-        records.append({"case": str(cid), **score_case(pred, gt, classes, meta.get("spacing"))})
-    metrics = {"cases": records, "summary": summarise(records, classes[1:])}
-    write_reports(metrics, out, title=f"{stage}, per-volume BatchNorm statistics, on {data_dir}")
-    return json.loads((out / "metrics.json").read_text())
+        return model
+
+    return evaluate_checkpoint(stage, data_dir, out, cases=cases, device="cpu", progress=False,
+                               per_case=own_statistics)
 
 
 def main(argv=None) -> int:

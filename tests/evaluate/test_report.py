@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from mpscl.evaluate import EvaluateError, evaluate_checkpoint
 
@@ -85,6 +86,31 @@ def test_case_selection_and_axis(tmp_path, fake_checkpoint):
                               progress=False)
     assert [c["case"] for c in res["cases"]] == ["2", "5", "6", "7"]
     assert all(c["dice"]["MYO"] == 100.0 for c in res["cases"])
+
+
+def test_a_model_per_case_segments_only_its_case(tmp_path, fake_checkpoint):
+    # per_case(model, image) gets the loaded model and each case's prepared image in turn; the
+    # model it returns segments that case only (here: case 6 all background, the rest as loaded)
+    cases = {str(i): (blob_labels((6, 16, 16), [(3, 8, 8)], [(2, 5, 5)]), (3.0, 1.0, 1.0)) for i in (2, 5, 6)}
+    data = make_dataset(tmp_path / "d", cases, axis=0)
+    seen = []
+
+    class Background(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], len(CLASSES), *x.shape[2:])
+            logits[:, 0] = 1.0
+            return None, None, logits
+
+    def per_case(model, image):
+        seen.append((model, image.shape))
+        return Background() if len(seen) == 3 else model
+
+    res = evaluate_checkpoint(fake_checkpoint["path"], data, tmp_path / "e", device="cpu", progress=False,
+                              per_case=per_case)
+    loaded = fake_checkpoint["state"]["model"]
+    assert [m for m, _ in seen] == [loaded] * 3 and all(shape[0] == 6 for _, shape in seen)
+    assert [c["dice"]["MYO"] for c in res["cases"]] == [100.0, 100.0, 0.0]
+    assert res["cases"][2]["assd"]["MYO"] is None
 
 
 def test_class_mismatch_and_unlabelled_are_refused(tmp_path, fake_checkpoint):

@@ -23,7 +23,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -151,6 +151,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     amp: bool = False,
     progress: bool = True,
+    per_case: Optional[Callable[[Any, np.ndarray], Any]] = None,
 ) -> Dict[str, Any]:
     """Predict and score every selected case of a labelled prepared dataset.
 
@@ -162,6 +163,9 @@ def evaluate_checkpoint(
             (``PreparedDataset.select``: every listed id must exist).
         batch_size: slices per forward pass; device: ``auto``/``cpu``/``cuda[:N]``;
         amp: bfloat16 autocast; progress: tqdm bar over cases.
+        per_case: ``per_case(model, image)`` returns the model that segments that case's
+            prepared image (slices first), e.g. one given test-time BatchNorm statistics of
+            the volume's own slices; the loaded model is passed every time, left as loaded.
 
     Returns the metrics dict exactly as written to metrics.json (undefined values as None).
     Raises :class:`EvaluateError` when the dataset is unlabelled or its classes differ
@@ -192,7 +196,8 @@ def evaluate_checkpoint(
             raise EvaluateError(f"{data_dir}: case {cid} has no label_orig")
         meta = case["meta"]
         plane = [n for d, n in enumerate(gt.shape) if d != int(meta["axis"])]
-        pred = from_slices(predict_volume(model, case["image"], batch_size=batch_size, device=dev,
+        case_model = model if per_case is None else per_case(model, case["image"])
+        pred = from_slices(predict_volume(case_model, case["image"], batch_size=batch_size, device=dev,
                                           amp=amp, out_shape=plane, input_size=size), meta)
         scores = score_case(pred, gt, classes, meta.get("spacing"))
         records.append({"case": str(cid), **scores})

@@ -98,6 +98,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # weight 1, the main segmentation term's), warm-up included; source-only's: so-gin-cons
     "mpscl-gin-longwarm-cons": ("mpscl", GIN + LONGWARM + ["appearance.consistency=1.0"]),
     "so-gin-cons": ("source-only", GIN + ["appearance.consistency=1.0"]),
+    # seventh round: the recipe with GIN on every source slice (probability 1, as GIN-IPA and
+    # SLAug randomise every training image); the mixing weight a ~ U(0, 1) still keeps some
+    # views close to the original
+    "mpscl-gin1-longwarm": ("mpscl", ["appearance.gin=1.0"] + LONGWARM),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

@@ -102,6 +102,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # SLAug randomise every training image); the mixing weight a ~ U(0, 1) still keeps some
     # views close to the original
     "mpscl-gin1-longwarm": ("mpscl", ["appearance.gin=1.0"] + LONGWARM),
+    # eighth round: the recipe trained twice as long (2,400 warm-up + 1,200 MPSCL, the same split)
+    "mpscl-gin-long2x": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

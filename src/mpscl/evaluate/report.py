@@ -165,7 +165,8 @@ def evaluate_checkpoint(
         amp: bfloat16 autocast; progress: tqdm bar over cases.
         per_case: ``per_case(model, image)`` returns the model that segments that case's
             prepared image (slices first), e.g. one given test-time BatchNorm statistics of
-            the volume's own slices; the loaded model is passed every time, left as loaded.
+            the volume's own slices. It gets the loaded model every time, so it must not
+            change it in place (copy it first, as ``adabn_validation.py --per-volume`` does).
 
     Returns the metrics dict exactly as written to metrics.json (undefined values as None).
     Raises :class:`EvaluateError` when the dataset is unlabelled or its classes differ

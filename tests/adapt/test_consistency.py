@@ -48,6 +48,9 @@ def test_settings_are_validated_and_need_a_randomising_transform(tiny_phantom, t
     src, trg = SliceDataset(tiny_phantom["mr"]), SliceDataset(tiny_phantom["ct"], labelled=False)
     with pytest.raises(TrainingError, match="appearance.consistency needs a randomising transform"):
         Trainer(cfg, "source-only", src, trg, tmp_path, device=torch.device("cpu"), progress=False)
+    # the oracle trains on labelled target slices only, which appearance.* never touches
+    lab = SliceDataset(tiny_phantom["ct"])
+    assert Trainer(cfg, "oracle", src, lab, tmp_path / "o", device=torch.device("cpu"), progress=False).iters == 4
 
 
 def test_the_source_batch_holds_the_one_view_batch_then_a_second_view(tiny_phantom, tmp_path):

@@ -76,7 +76,8 @@ class Trainer:
         except KeyError as e:
             raise TrainingError(str(e.args[0])) from None
         self.cfg, self.stage, self.method_spec = cfg, stage, spec_method
-        if cfg.appearance.consistency > 0 and not appearance.enabled(cfg.appearance):
+        # appearance.* acts on source slices only: a method that sees none (the oracle) ignores it
+        if spec_method.sees_source and cfg.appearance.consistency > 0 and not appearance.enabled(cfg.appearance):
             raise TrainingError("appearance.consistency needs a randomising transform (appearance.gin, "
                                 "curves or fda above 0): without one both views are the same slice")
         self.step_fn = methods.resolve(self.spec.step)

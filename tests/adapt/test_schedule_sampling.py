@@ -111,7 +111,7 @@ def test_authors_schedule_modes_and_cpu_preset_unchanged():
     assert stage_schedule([1200], 0, "authors") == (0, 1200)  # a single-stage method
     cpu = build_config("cpu")
     assert cpu.mpscl.schedule == "continue"
-    # one decay over the 1,800 iterations; the MPSCL stage starts after the 1,200 of the warm-up
-    assert stage_schedule([cpu.train.warmup_iters, cpu.train.iters], 1, "continue") == (1200, 1800)
-    plain = build_config("cpu-plain")  # the former split
-    assert stage_schedule([plain.train.warmup_iters, plain.train.iters], 1, "continue") == (600, 1800)
+    # one decay over the 3,600 iterations; the MPSCL stage starts after the 2,400 of the warm-up
+    assert stage_schedule([cpu.train.warmup_iters, cpu.train.iters], 1, "continue") == (2400, 3600)
+    plain = build_config("cpu-plain")  # the paper's one-third split of the same budget
+    assert stage_schedule([plain.train.warmup_iters, plain.train.iters], 1, "continue") == (1200, 3600)

@@ -120,6 +120,24 @@ def test_ct2mr_suite_uses_the_papers_ct2mr_settings_under_the_ablations():
     assert nm.mpscl.margin_src == 0.0 and nm.mpscl.margin_trg == 0.0
 
 
+def test_plain_rows_train_what_the_cpu_plain_preset_says():
+    """The benchmark's plain rows under --preset cpu are the cpu-plain preset, setting for
+    setting (but the seed): the baseline the recipe's gain is measured from."""
+    from mpscl.bench.compare import _configure
+    from mpscl.bench.suites import BUILTIN
+    from mpscl.config import build_config
+    runs = [r for r in plan(BUILTIN["mscmrseg19"].rows, [3], []) if r["name"].endswith("-plain")]
+    assert [r["name"] for r in runs] == ["source-only-plain", "mpscl-plain"]
+    _configure(runs, "cpu", [], [], 3600)
+    for r in runs:
+        want = build_config("cpu-plain", sets=["train.seed=3"])
+        if r["method"] == "source-only":  # a single-stage method gets the whole budget
+            want.train.iters = 3600
+        assert r["cfg"].to_dict() == want.to_dict(), r["name"]
+    mp = next(r["cfg"] for r in runs if r["method"] == "mpscl")
+    assert (mp.train.warmup_iters, mp.train.iters, mp.appearance.gin) == (1200, 2400, 0.0)
+
+
 def _cases(path, per_case):
     path.mkdir(parents=True)
     cases = [{"case": str(i + 1), "dice": {"MYO": d, "LV": d}, "assd": {}} for i, d in enumerate(per_case)]

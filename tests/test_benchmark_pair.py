@@ -189,6 +189,33 @@ def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_row_that_trains_as_another_takes_its_training(tiny_phantom, tmp_path, capsys):
+    """AdaBN trains exactly as source-only: its row copies source-only's finished training of
+    the same seed, then adds the target's BatchNorm statistics; a row that trains otherwise
+    (another learning rate) trains its own."""
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("rows:\n  - {name: so-adabn, method: adabn}\n"
+                    "  - {name: so-adabn-lr, method: adabn, set: {optim.lr: 0.02}}\n")
+    args = ("--rows", str(rows), "--methods", "source-only,so-adabn,so-adabn-lr", "--variants", "none")
+    assert _bench(tiny_phantom, tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    runs, res = tmp_path / "work" / "runs" / "pair", tmp_path / "results" / "pair"
+    assert re.findall(r"\[reuse\] (\S+) seed 1: trains as (\S+) does", out) == [("so-adabn", "source-only")]
+    assert re.findall(r"\[run \d/3\] pair: (\S+) seed 1", out) == ["source-only", "so-adabn", "so-adabn-lr"]
+    copied, original = ({p.relative_to(runs / row): b for p, b in _files(runs / row / "seed1" / "source-only").items()}
+                        for row in ("so-adabn", "source-only"))
+    assert "seed1/source-only/final.pt" in {str(p) for p in copied} and copied == original
+    assert not list((runs / "so-adabn" / "seed1").glob(".*copying"))
+    info = json.loads((res / "so-adabn" / "seed1" / "run.json").read_text())
+    own = json.loads((res / "so-adabn-lr" / "seed1" / "run.json").read_text())
+    assert (info["training_from"], info["trained_now"]) == ("source-only", False)
+    assert (own["training_from"], own["trained_now"]) == (None, True)
+    # the same training, then the target's statistics: a final model of its own
+    so_final = (runs / "source-only" / "seed1" / "final.pt").read_bytes()
+    assert (runs / "so-adabn" / "seed1" / "final.pt").read_bytes() != so_final
+
+
+@pytest.mark.slow
 def test_unlabelled_target_skips_the_oracle(tiny_phantom, tmp_path, capsys):
     from mpscl.data import prepare_dataset
     nifti = tiny_phantom["ct"].parent / "nifti" / "ct"

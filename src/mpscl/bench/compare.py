@@ -7,7 +7,9 @@ the arguments) or a built-in suite (the same, with its data and case split fille
 Budget: every row gets ``warmup_iters + iters`` iterations in all; MPSCL spends
 ``warmup_iters`` of them on its AdvEnt warm-up, and a row with ``starts_from`` (the MPSCL
 ablations, the authors' loss) starts from that row's warm-up checkpoint of the same seed, as
-in the paper. The oracle trains on the labels of all target cases (test cases included), so
+in the paper. A row whose method trains exactly as another row's (e.g. ``adabn``: source-only
+training, then the target's BatchNorm statistics) takes that row's finished training of the
+same seed and configuration instead of repeating it. The oracle trains on the labels of all target cases (test cases included), so
 it is an optimistic upper bound; it is skipped when the target has no labels.
 
 Resumable: a run whose ``metrics.json`` exists is skipped, and an unfinished run resumes
@@ -20,6 +22,7 @@ so that changing one row's settings re-runs that row only once its folders are r
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import replace
@@ -205,6 +208,40 @@ def check_run_folders(todo: List[Dict], runs: Path) -> None:
                              "another --work")
 
 
+def _trains_alike(a: "methods.Method", b: "methods.Method") -> bool:
+    """Do methods ``a`` and ``b`` train the same way (they may differ after training)?"""
+    return a.stages == b.stages and a.decay_key == b.decay_key
+
+
+def reuse_training(row: Row, cfg, run_dir: Path, runs: Path, seed: int, rows: Sequence[Row]) -> Optional[str]:
+    """Copy into ``run_dir`` the finished stages of another row's run of this seed that trained
+    exactly as ``row`` would (same stages, same training settings); return that row's name, or
+    None (nothing to take, or ``run_dir`` has training of its own)."""
+    from ..adapt.pipeline import run_config_diff
+    spec = methods.get_method(row.method)
+    names = [s.name for s in spec.stages]
+    if row.starts_from or any((run_dir / n).exists() for n in names):
+        return None
+    for other in rows:
+        if other.name == row.name or other.starts_from:
+            continue
+        try:
+            if not _trains_alike(spec, methods.get_method(other.method)):
+                continue
+        except KeyError:
+            continue
+        src = runs / other.name / f"seed{seed}"
+        if not all((src / n / "final.pt").is_file() for n in names) or run_config_diff(src, cfg, other.method):
+            continue
+        for n in names:  # copied whole or not at all: a half copy would read as a started run
+            tmp = run_dir / f".{n}.copying"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src / n, tmp)
+            tmp.rename(run_dir / n)
+        return other.name
+    return None
+
+
 def _write_record(results: Path, record: Dict, known: Optional[Dict[str, Dict]] = None) -> None:
     from ..fileio import atomic_write_text
     path = results / "benchmark.json"
@@ -351,6 +388,10 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
             if not init.is_file():
                 log(f"[wait] {r['name']} seed {seed}: needs {init} (run {row.starts_from} first)")
                 continue
+        reused = None if init else reuse_training(row, r["cfg"], run_dir, work / "runs" / suite.name, seed, rows)
+        if reused:
+            log(f"[reuse] {r['name']} seed {seed}: trains as {reused} does; its finished training taken from "
+                f"{work / 'runs' / suite.name / reused / f'seed{seed}'}")
         stages = " -> ".join(f"{n} {i} it" for n, i in _stages(row, r["cfg"], bool(init)))
         shared = f" (from {row.starts_from}'s warm-up)" if init else ""
         left = sum(its[id(q)] for q in todo[todo.index(r):])
@@ -370,7 +411,7 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
                 "ablations": r["ablations"], "preset": preset, "suite_settings": settings,
                 "sets": r["sets"],
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
-                "trained_now": trained,
+                "trained_now": trained, "training_from": reused,
                 "test_cases": suite.test_cases or "all", "git_commit": commit,
                 "machine": _machine(), "dice_mean": metrics["summary"]["dice_mean"]}
         (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")

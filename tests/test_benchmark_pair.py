@@ -210,6 +210,10 @@ def test_a_row_that_trains_as_another_takes_its_training(tiny_phantom, tmp_path,
     own = json.loads((res / "so-adabn-lr" / "seed1" / "run.json").read_text())
     assert (info["training_from"], info["trained_now"]) == ("source-only", False)
     assert (own["training_from"], own["trained_now"]) == (None, True)
+    # the arithmetic train.amp "auto" gave the run on this machine is recorded with it
+    import torch
+    from mpscl.runtime import use_bf16
+    assert info["amp"] == ("bf16" if use_bf16("auto", torch.device("cpu")) else "off")
     # the same training, then the target's statistics: a final model of its own
     so_final = (runs / "source-only" / "seed1" / "final.pt").read_bytes()
     assert (runs / "so-adabn" / "seed1" / "final.pt").read_bytes() != so_final

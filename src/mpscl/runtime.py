@@ -103,6 +103,9 @@ def machine_info(device: torch.device) -> Dict:
 
 
 def machine_line() -> str:
-    """One line: CPU, cores, GPU, torch (the method comparison's summaries)."""
+    """One line: CPU (with the vector and bf16 features that change speed and, through
+    ``train.amp: auto``, the arithmetic), cores, GPU, torch (the method comparison's summaries)."""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu_name()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
+    flags = cpu_flags()
+    cpu = f"{cpu_name()} ({', '.join(flags)})" if flags else cpu_name()
+    return f"{cpu}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"

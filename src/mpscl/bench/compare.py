@@ -53,6 +53,12 @@ def _machine() -> str:
     return machine_line()
 
 
+def _amp(cfg) -> str:
+    """The arithmetic ``train.amp`` gave this run here ("auto" depends on the machine)."""
+    from ..runtime import resolve_device, use_bf16
+    return "bf16" if use_bf16(cfg.train.amp, resolve_device(cfg.train.device)) else "off"
+
+
 def _git_commit() -> Optional[str]:
     """HEAD, with ``+dirty`` when the package's tree has uncommitted changes."""
     def git(*args):
@@ -413,7 +419,7 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
                 "trained_now": trained, "training_from": reused,
                 "test_cases": suite.test_cases or "all", "git_commit": commit,
-                "machine": _machine(), "dice_mean": metrics["summary"]["dice_mean"]}
+                "machine": _machine(), "amp": _amp(r["cfg"]), "dice_mean": metrics["summary"]["dice_mean"]}
         (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
         log(f"[done] {r['name']} seed {seed}: target Dice {info['dice_mean']:.2f}% "
             f"(train {train_s / 60:.1f} min)")

@@ -9,8 +9,9 @@ Budget: every row gets ``warmup_iters + iters`` iterations in all; MPSCL spends
 ablations, the authors' loss) starts from that row's warm-up checkpoint of the same seed, as
 in the paper. A row whose method trains exactly as another row's (e.g. ``adabn``: source-only
 training, then the target's BatchNorm statistics) takes that row's finished training of the
-same seed and configuration instead of repeating it. The oracle trains on the labels of all target cases (test cases included), so
-it is an optimistic upper bound; it is skipped when the target has no labels.
+same seed and configuration instead of repeating it. The oracle trains on the labels of all
+target cases (test cases included), so it is an optimistic upper bound; it is skipped when
+the target has no labels.
 
 Resumable: a run whose ``metrics.json`` exists is skipped, and an unfinished run resumes
 from its last checkpoint, so the benchmark can be completed over several sessions.

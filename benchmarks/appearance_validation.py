@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mpscl.adapt.pipeline import train
-from mpscl.bench.compare import _git_commit
+from mpscl.bench.compare import _amp, _git_commit
 from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
 from mpscl.config import build_config
 from mpscl.evaluate import evaluate_checkpoint
@@ -107,6 +107,12 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # ninth round: the recipe on a wider network (stem 24 channels instead of 16: 1.62 M
     # parameters against 0.73 M, about 1.45x the time per iteration on one core)
     "mpscl-gin-longwarm-w24": ("mpscl", GIN + LONGWARM + ["model.width=24"]),
+    # eleventh round: the gentle self-training of the fourth round (weight 0.3, threshold 0.95,
+    # randomised view, prototype agreement) on the 3,600-iteration recipe's MPSCL stage; it
+    # shares the recipe's warm-up, so only the MPSCL stage differs
+    "mpscl-gin-long2x-st-gentle": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200",
+                                                   "mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
+                                                   "mpscl.self_training_threshold=0.95"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up
@@ -145,7 +151,7 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
     info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,
             "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": _git_commit(),
-            "machine": machine_line(), "dice_mean": m["summary"]["dice_mean"]}
+            "machine": machine_line(), "amp": _amp(cfg), "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} ({secs / 60:.1f} min)", flush=True)
 

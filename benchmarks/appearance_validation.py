@@ -151,7 +151,7 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
     info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,
             "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": _git_commit(),
-            "machine": machine_line(), "amp": _amp(cfg), "dice_mean": m["summary"]["dice_mean"]}
+            "machine": machine_line(), "amp": _amp(cfg, [init, final] if init else [final]), "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} ({secs / 60:.1f} min)", flush=True)
 

@@ -1,4 +1,5 @@
-"""Which warm-up a run folder's ``prototypes.pt`` was computed from, and whether it still fits.
+"""Which warm-up a run folder's ``prototypes.pt`` was computed from, and whether it still fits;
+and the arithmetic (bf16 or float32) its stages trained in.
 
 The initial prototypes are a function of the warm-up model (METHOD.md, Losses item 3). A
 run folder keeps them in ``RUN/prototypes.pt`` so a resumed run does not recompute them;
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence
 
 import torch
 
@@ -73,3 +74,18 @@ def prototypes_fit(proto_path: Path, warm_path: Path, warm_ckpt: Dict[str, Any],
             f"warm-up (or remove {stage_dir} and {proto_path} to redo the MPSCL stage)")
     log(f"[prototypes] {proto_path} was made from the warm-up {was}, not {now}: recomputing")
     return False
+
+
+def trained_amp(stage_finals: Sequence[Path], fallback: str) -> str:
+    """The arithmetic the stages whose ``final.pt`` are given trained in, from the ``amp`` their
+    checkpoints record: "bf16", "off" or "mixed" when they all agree, else per stage
+    (e.g. "warmup off, mpscl bf16"). ``fallback`` stands for a checkpoint written before it
+    was recorded."""
+    per = []
+    for path in stage_finals:
+        ck = load_checkpoint(path, map_location="cpu")
+        per.append((ck.get("stage") or Path(path).parent.name, ck.get("amp") or fallback))
+    kinds = {a for _, a in per}
+    if len(kinds) <= 1:
+        return kinds.pop() if kinds else fallback
+    return ", ".join(f"{stage} {a}" for stage, a in per)

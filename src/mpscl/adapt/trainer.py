@@ -31,8 +31,10 @@ from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
 
 # keys that change how a run is executed or logged, not what it computes
+# train.amp among them like train.device: what each stage trained in is recorded in its
+# checkpoints ("amp"), and a resumed stage may be switched (recorded as "mixed")
 RUNTIME_KEYS = {"train.device", "train.threads", "train.log_every", "train.checkpoint_every",
-                "data.num_workers"}
+                "data.num_workers", "train.amp"}
 # keys read only after the last stage, to make RUN/final.pt from its checkpoint: a run folder
 # trained without them is continued (nothing retrained), RUN/final.pt is made again
 AFTER_TRAINING_KEYS = {"train.adabn"}
@@ -94,6 +96,10 @@ class Trainer:
         self.iters = budgets[index]
         self.lr_offset, self.lr_total = stage_schedule(budgets, index, spec_method.decay_mode(cfg))
         self.use_amp = use_bf16(cfg.train.amp, device)
+        # the arithmetic this stage trains in, recorded in its checkpoints ("mixed" once a
+        # resume switched it); under train.amp auto it depends on the machine
+        self.amp = "bf16" if self.use_amp else "off"
+        self._resume_note = ""
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.stats: Dict[str, float] = {}
         self._terms: Dict[str, torch.Tensor] = {}
@@ -288,7 +294,7 @@ class Trainer:
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
             "adv_gate": self.adv_gate.state_dict() if self.adv_gate is not None else None,
             "rng_torch": torch.get_rng_state(),
-            "world_size": self.dist.world_size,
+            "world_size": self.dist.world_size, "amp": self.amp,
         }
 
     def load_state_dict(self, s: Dict) -> None:
@@ -330,8 +336,27 @@ class Trainer:
                 f"{path}: cannot resume: it was written by {s.get('world_size', 1)} process(es), "
                 f"this run has {self.dist.world_size}; resume with the same number of processes")
         self.load_state_dict(s)
+        self._resume_arithmetic(s.get("amp"))
         self.last_checkpoint, self._last_saved_iter = path, self.iteration
         return True
+
+    def _resume_arithmetic(self, saved: Optional[str]) -> None:
+        """Under ``train.amp: auto`` a resumed stage keeps the arithmetic it started in, so a
+        run resumed on a CPU with another bf16 support stays one arithmetic; an explicit
+        ``train.amp`` that changes it is obeyed and the stage is recorded as "mixed"."""
+        if saved not in ("bf16", "off", "mixed") or saved == self.amp:
+            return
+        here = self.amp
+        if saved == "mixed":
+            self.amp = "mixed"
+        elif self.cfg.train.amp == "auto":
+            self.use_amp, self.amp = saved == "bf16", saved
+            self._resume_note = (f" in {saved}, the arithmetic it started in (train.amp auto gives "
+                                 f"{here} on this machine; set train.amp={here} to switch)")
+        else:
+            self.amp = "mixed"
+            self._resume_note = (f"; it trained in {saved} so far and goes on in {here} "
+                                 f"(train.amp={self.cfg.train.amp}): its arithmetic is recorded as mixed")
 
     # ------------------------------------------------------------------ loop
     def _on_signal(self, signum, frame):
@@ -352,7 +377,8 @@ class Trainer:
             bar = tqdm(total=self.iters, initial=self.iteration, desc=self.stage, unit="it",
                        dynamic_ncols=True, leave=True)
         if resumed and self.dist.is_main:
-            msg = f"resumed {self.stage} from {self.last_checkpoint} at iteration {self.iteration}"
+            msg = (f"resumed {self.stage} from {self.last_checkpoint} at iteration {self.iteration}"
+                   f"{self._resume_note}")
             if bar is not None:
                 bar.write(msg)
             else:

@@ -54,10 +54,14 @@ def _machine() -> str:
     return machine_line()
 
 
-def _amp(cfg) -> str:
-    """The arithmetic ``train.amp`` gave this run here ("auto" depends on the machine)."""
+def _amp(cfg, stage_finals: Sequence[Path] = ()) -> str:
+    """The arithmetic the run trained in, as its stages' checkpoints record it (a training
+    taken from another row, or resumed on another CPU, may differ from this machine's);
+    else what ``train.amp`` gives here ("auto" depends on the machine)."""
+    from ..adapt.provenance import trained_amp
     from ..runtime import resolve_device, use_bf16
-    return "bf16" if use_bf16(cfg.train.amp, resolve_device(cfg.train.device)) else "off"
+    here = "bf16" if use_bf16(cfg.train.amp, resolve_device(cfg.train.device)) else "off"
+    return trained_amp(stage_finals, here) if stage_finals else here
 
 
 def _git_commit() -> Optional[str]:
@@ -414,13 +418,15 @@ def run_benchmark(suite: Union[str, Suite], results: Path, work: Path, seeds: Li
         else:  # only RUN/final.pt made and scored: report the training its logs record
             train_s = logged_train_seconds(run_dir, names)
         metrics = evaluate_checkpoint(final, pair["score"].root, res_dir, cases=pair["test"], device=device or "auto")
+        finals = ([Path(init)] if init else []) + [run_dir / n / "final.pt" for n in names]
         info = {"suite": suite.name, "run": r["name"], "method": r["method"], "seed": seed,
                 "ablations": r["ablations"], "preset": preset, "suite_settings": settings,
                 "sets": r["sets"],
                 "init": str(init) if init else None, "train_seconds": round(train_s, 1),
                 "trained_now": trained, "training_from": reused,
                 "test_cases": suite.test_cases or "all", "git_commit": commit,
-                "machine": _machine(), "amp": _amp(r["cfg"]), "dice_mean": metrics["summary"]["dice_mean"]}
+                "machine": _machine(), "amp": _amp(r["cfg"], finals),
+                "dice_mean": metrics["summary"]["dice_mean"]}
         (res_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
         log(f"[done] {r['name']} seed {seed}: target Dice {info['dice_mean']:.2f}% "
             f"(train {train_s / 60:.1f} min)")

@@ -121,6 +121,24 @@ def test_a_changed_budget_split_refuses_only_the_rows_it_changes(tmp_path):
         check_record(tmp_path, {**new, "test_cases": ["3"]}, known)
 
 
+def test_a_changed_mpscl_setting_refuses_only_the_mpscl_rows(tmp_path):
+    # mpscl.* is read by MPSCL stages only: a preset that changes it (e.g. adds self-training)
+    # leaves the source-only, AdvEnt and oracle results standing, and names the MPSCL row
+    from mpscl.bench.compare import check_record
+    from mpscl.config import build_config
+    pair = {"name": "p", "source": {}, "target": {}, "scored_on": {}, "test_cases": ["2"], "val_cases": []}
+    rows = {n: Row(n, n).record() for n in ("source-only", "advent", "oracle", "mpscl")}
+    old = {**pair, "config": build_config("cpu", sets=["mpscl.self_training=0"]).to_dict(), "rows": rows}
+    (tmp_path / "benchmark.json").write_text(json.dumps(old))
+    for row in rows:
+        (tmp_path / row).mkdir()
+    new = {**pair, "config": build_config("cpu", sets=["mpscl.self_training=0.3"]).to_dict(), "rows": rows}
+    with pytest.raises(BenchmarkError, match=r"differs in: mpscl \(mpscl.self_training\)\. Nothing"):
+        check_record(tmp_path, new, rows)
+    (tmp_path / "mpscl").rmdir()
+    check_record(tmp_path, new, rows)
+
+
 @pytest.mark.slow
 def test_any_pair_end_to_end_then_resume(tiny_phantom, tmp_path, capsys):
     rows = tmp_path / "rows.yaml"

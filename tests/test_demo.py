@@ -30,3 +30,5 @@ def test_demo_quick_writes_a_report(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert yaml.safe_load((runs / "mpscl" / "config.yaml").read_text())["appearance"]["gin"] == 0.5
     assert yaml.safe_load((runs / "source-only" / "config.yaml").read_text())["appearance"]["gin"] == 0.0
+    # and the recipe's MPSCL stage trains the classifier on its confident target pixels
+    assert yaml.safe_load((runs / "mpscl" / "config.yaml").read_text())["mpscl"]["self_training"] == 0.3

@@ -122,6 +122,13 @@ class Method:
         return any("source" in s.inputs for s in self.stages)
 
     @property
+    def reads_mpscl_settings(self) -> bool:
+        """Does a stage read ``mpscl.*`` (a stage that needs class prototypes, i.e. an MPSCL
+        stage, or the LR decay mode across stages)? AdvEnt, source-only and the oracle never
+        do, so their run folders do not depend on them."""
+        return any(s.prototypes for s in self.stages) or (self.decay_key or "").startswith("mpscl.")
+
+    @property
     def reads_adabn_setting(self) -> bool:
         """Does ``train.adabn`` decide this method's final model? (It acts on the methods that
         train on unlabelled target images; a ``target_statistics`` method always has AdaBN.)"""

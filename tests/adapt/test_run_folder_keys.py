@@ -52,3 +52,26 @@ def test_the_oracle_run_folder_ignores_the_source_image_handling(tiny_phantom, t
     train(src, trg, "source-only", build_config("cpu", sets=TINY + ["appearance.gin=0"]), so, progress=False)
     with pytest.raises(TrainingError, match=r"appearance.gin"):
         train(src, trg, "source-only", changed, so, progress=False)
+
+
+@pytest.mark.slow
+def test_run_folders_without_an_mpscl_stage_ignore_the_mpscl_settings(tiny_phantom, tmp_path):
+    # mpscl.* is read by MPSCL stages only: an AdvEnt folder is continued when only they
+    # change; an MPSCL folder is refused
+    from mpscl import methods
+    from mpscl.adapt.trainer import TrainingError
+
+    src, trg, out = tiny_phantom["mr"], tiny_phantom["ct"], tmp_path / "advent"
+    train(src, trg, "advent", build_config("cpu", sets=TINY + ["mpscl.self_training=0"]), out, progress=False)
+    stage, lines = out / "advent" / "final.pt", []
+    before = stage.read_bytes()
+    changed = build_config("cpu", sets=TINY + ["mpscl.self_training=0.3", "mpscl.lambda_trg=1.0"])
+    train(src, trg, "advent", changed, out, progress=False, log=lines.append)
+    assert stage.read_bytes() == before and any("already finished" in l for l in lines)
+    mp = tmp_path / "mpscl"
+    train(src, trg, "mpscl", build_config("cpu", sets=TINY + ["mpscl.self_training=0"]), mp, progress=False)
+    with pytest.raises(TrainingError, match=r"mpscl.self_training"):
+        train(src, trg, "mpscl", changed, mp, progress=False)
+    assert [m for m in methods.method_names() if methods.get_method(m).reads_mpscl_settings] == \
+        [m for m in methods.method_names() if any(s.prototypes for s in methods.get_method(m).stages)]
+    assert not methods.get_method("advent").reads_mpscl_settings and methods.get_method("mpscl").reads_mpscl_settings

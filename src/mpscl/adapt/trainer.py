@@ -44,10 +44,12 @@ def training_changes(old: Dict, cfg: Config, method: methods.Method) -> List[str
     """Keys in which a recorded config ``old`` differs from ``cfg`` in what ``method`` trains:
     not how a run goes (RUNTIME_KEYS), what is done after it (AFTER_TRAINING_KEYS) or a
     budget the method never reads, nor ``appearance.*`` for a method that never trains on
-    source slices (the oracle), since those transforms act on source slices only."""
+    source slices (the oracle), since those transforms act on source slices only, nor
+    ``mpscl.*`` for a method without an MPSCL stage."""
     ignore = RUNTIME_KEYS | AFTER_TRAINING_KEYS | set(method.unspent_budgets)
     return [k for k in diff_configs(old, cfg.to_dict())
-            if k not in ignore and (method.sees_source or not k.startswith("appearance."))]
+            if k not in ignore and (method.sees_source or not k.startswith("appearance."))
+            and (method.reads_mpscl_settings or not k.startswith("mpscl."))]
 
 
 class TrainingError(RuntimeError):

@@ -50,7 +50,12 @@ def test_mean_teacher_update_is_the_ema_of_weights_and_copies_buffers():
 def test_settings_are_validated():
     cfg = build_config("cpu", sets=["mpscl.self_training=0.5", "mpscl.self_training_view=randomised"])
     assert cfg.mpscl.self_training == 0.5 and cfg.mpscl.self_training_view == "randomised"
-    assert build_config("cpu").mpscl.self_training == 0.0  # off unless asked
+    assert build_config("paper-mr2ct").mpscl.self_training == 0.0  # the paper's method: off
+    assert build_config("cpu-plain").mpscl.self_training == 0.0
+    # the recommended CPU recipe (eleventh round): the gentle setting
+    c = build_config("cpu").mpscl
+    assert (c.self_training, c.self_training_view, c.self_training_threshold, c.self_training_agree,
+            c.self_training_teacher) == (0.3, "randomised", 0.95, True, 0.0)
     with pytest.raises(ConfigError, match="self_training_view"):
         build_config("cpu", sets=["mpscl.self_training_view=strong"])
     with pytest.raises(ConfigError, match="self_training_threshold"):
@@ -67,7 +72,7 @@ def test_self_training_trains_logs_and_changes_the_weights(tiny_phantom, tmp_pat
     on = build_config("cpu", sets=TINY + ["mpscl.self_training=1.0", "mpscl.self_training_threshold=0.3",
                                           f"mpscl.self_training_view={view}",
                                           f"mpscl.self_training_teacher={teacher}"])
-    off = build_config("cpu", sets=TINY)
+    off = build_config("cpu", sets=TINY + ["mpscl.self_training=0"])
     a = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", on, tmp_path / "on", progress=False)
     b = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", off, tmp_path / "off", progress=False)
     recs = [json.loads(l) for l in (tmp_path / "on" / "mpscl" / "log.jsonl").read_text().splitlines()]

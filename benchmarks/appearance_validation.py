@@ -113,6 +113,12 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-long2x-st-gentle": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200",
                                                    "mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
                                                    "mpscl.self_training_threshold=0.95"]),
+    # twelfth round: the same with class-balanced selection (every predicted class keeps at
+    # least its most confident half in the batch): against the left atrium's collapse
+    "mpscl-gin-long2x-st-gentle-cb": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200",
+                                                      "mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
+                                                      "mpscl.self_training_threshold=0.95",
+                                                      "mpscl.self_training_class_fraction=0.5"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

@@ -39,6 +39,8 @@ GIN = ["appearance.gin=0.5"]
 CURVES = ["appearance.curves=0.5"]
 FDA = ["appearance.fda=0.5", "appearance.fda_beta=0.01"]
 LONGWARM = ["train.warmup_iters=1200", "train.iters=600"]  # the recipe's budget split
+LONG2X = ["train.warmup_iters=2400", "train.iters=1200"]  # the same split, twice as long
+GENTLE_ST = ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised", "mpscl.self_training_threshold=0.95"]
 RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "so": ("source-only", []),
     "so-gin": ("source-only", GIN),
@@ -103,22 +105,17 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # views close to the original
     "mpscl-gin1-longwarm": ("mpscl", ["appearance.gin=1.0"] + LONGWARM),
     # eighth round: the recipe trained twice as long (2,400 warm-up + 1,200 MPSCL, the same split)
-    "mpscl-gin-long2x": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200"]),
+    "mpscl-gin-long2x": ("mpscl", GIN + LONG2X),
     # ninth round: the recipe on a wider network (stem 24 channels instead of 16: 1.62 M
     # parameters against 0.73 M, about 1.45x the time per iteration on one core)
     "mpscl-gin-longwarm-w24": ("mpscl", GIN + LONGWARM + ["model.width=24"]),
     # eleventh round: the gentle self-training of the fourth round (weight 0.3, threshold 0.95,
     # randomised view, prototype agreement) on the 3,600-iteration recipe's MPSCL stage; it
     # shares the recipe's warm-up, so only the MPSCL stage differs
-    "mpscl-gin-long2x-st-gentle": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200",
-                                                   "mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
-                                                   "mpscl.self_training_threshold=0.95"]),
+    "mpscl-gin-long2x-st-gentle": ("mpscl", GIN + LONG2X + GENTLE_ST),
     # twelfth round: the same with class-balanced selection (every predicted class keeps at
     # least its most confident half in the batch): against the left atrium's collapse
-    "mpscl-gin-long2x-st-gentle-cb": ("mpscl", GIN + ["train.warmup_iters=2400", "train.iters=1200",
-                                                      "mpscl.self_training=0.3", "mpscl.self_training_view=randomised",
-                                                      "mpscl.self_training_threshold=0.95",
-                                                      "mpscl.self_training_class_fraction=0.5"]),
+    "mpscl-gin-long2x-st-gentle-cb": ("mpscl", GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_class_fraction=0.5"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up
@@ -157,7 +154,8 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
     info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,
             "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": _git_commit(),
-            "machine": machine_line(), "amp": _amp(cfg, [init, final] if init else [final]), "dice_mean": m["summary"]["dice_mean"]}
+            "machine": machine_line(), "amp": _amp(cfg, [init, final] if init else [final]),
+            "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} ({secs / 60:.1f} min)", flush=True)
 

@@ -129,6 +129,13 @@ class Method:
         return any(s.prototypes for s in self.stages) or (self.decay_key or "").startswith("mpscl.")
 
     @property
+    def unread_sections(self) -> Tuple[str, ...]:
+        """Config sections this method never reads, so its run folders and benchmark rows do not
+        depend on them: ``appearance`` without source slices (the oracle), ``mpscl`` without an
+        MPSCL stage."""
+        return (("appearance",) * (not self.sees_source)) + (("mpscl",) * (not self.reads_mpscl_settings))
+
+    @property
     def reads_adabn_setting(self) -> bool:
         """Does ``train.adabn`` decide this method's final model? (It acts on the methods that
         train on unlabelled target images; a ``target_statistics`` method always has AdaBN.)"""

@@ -48,8 +48,7 @@ def training_changes(old: Dict, cfg: Config, method: methods.Method) -> List[str
     ``mpscl.*`` for a method without an MPSCL stage."""
     ignore = RUNTIME_KEYS | AFTER_TRAINING_KEYS | set(method.unspent_budgets)
     return [k for k in diff_configs(old, cfg.to_dict())
-            if k not in ignore and (method.sees_source or not k.startswith("appearance."))
-            and (method.reads_mpscl_settings or not k.startswith("mpscl."))]
+            if k not in ignore and k.split(".")[0] not in method.unread_sections]
 
 
 class TrainingError(RuntimeError):

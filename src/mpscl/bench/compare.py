@@ -146,10 +146,8 @@ def row_config(config: Dict, rows: Dict[str, Dict], name: str) -> Dict:
     out = cfg.to_dict()
     unread = {"train.seed", *spec.unspent_budgets, *(() if spec.reads_adabn_setting else ("train.adabn",))}
     out["train"] = {k: v for k, v in out["train"].items() if f"train.{k}" not in unread}
-    if not spec.sees_source:
-        del out["appearance"]  # it transforms source slices only (e.g. not the oracle's)
-    if not spec.reads_mpscl_settings:
-        del out["mpscl"]  # read by MPSCL stages only (not by AdvEnt, source-only, the oracle)
+    for section in spec.unread_sections:  # e.g. the oracle's appearance.*, AdvEnt's mpscl.*
+        del out[section]
     # not applied: over the recorded config (the user's --set included) an ablation could
     # hide a change the real run, which applies the user's --set after it, would see. What
     # each one set when the row was recorded (older records: today's definition)

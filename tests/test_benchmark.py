@@ -7,13 +7,33 @@ from mpscl.bench.compare import plan, summarise
 from mpscl.bench.rows import VARIANTS, default_rows
 
 
-def _metrics(path, dice, commit="abc1234"):
+def _metrics(path, dice, commit="abc1234", amp=None):
     per = {c: {"dice": d, "dice_std": 1.0, "assd": 2.0 * i + 1, "assd_std": 0.5} for i, (c, d) in enumerate(dice.items())}
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps(
         {"cases": [], "summary": {"dice_mean": sum(dice.values()) / len(dice), "assd_mean": 3.0, "per_class": per}}))
     (path / "run.json").write_text(json.dumps({"seed": int(path.name[4:]), "train_seconds": 60,
-                                                    "git_commit": commit}))
+                                                    "git_commit": commit, **({"amp": amp} if amp else {})}))
+
+
+def test_summary_names_each_seeds_arithmetic_and_flags_a_mixed_seed(tmp_path):
+    _metrics(tmp_path / "source-only" / "seed1", {"MYO": 40.0}, amp="off")
+    _metrics(tmp_path / "source-only" / "seed2", {"MYO": 40.0}, amp="bf16")
+    _metrics(tmp_path / "mpscl" / "seed1", {"MYO": 40.0}, amp="bf16")
+    _metrics(tmp_path / "mpscl" / "seed2", {"MYO": 40.0}, amp="bf16")
+    _metrics(tmp_path / "oracle" / "seed2", {"MYO": 40.0})  # a run older than the record
+    s = summarise(tmp_path, "mscmrseg19")
+    assert s["methods"]["source-only"]["amp_per_seed"] == ["off", "bf16"]
+    md = (tmp_path / "summary.md").read_text()
+    assert "- seed 1: off: source-only; bf16: mpscl **(mixed" in md
+    assert "- seed 2: bf16: source-only, mpscl; not recorded: oracle **(mixed" in md
+
+
+def test_summary_with_one_arithmetic_says_so_in_a_line(tmp_path):
+    for row in ("source-only", "mpscl"):
+        _metrics(tmp_path / row / "seed1", {"MYO": 40.0}, amp="bf16")
+    md = summarise(tmp_path, "mscmrseg19") and (tmp_path / "summary.md").read_text()
+    assert "Arithmetic of every run: bf16" in md and "mixed" not in md
 
 
 def test_summary_over_seeds(tmp_path):

@@ -93,7 +93,34 @@ def _entry(ms: List[Dict], infos: List[Dict]) -> Dict:
         entry["per_class"][c] = {"dice": d, "dice_std": ds, "assd": a, "assd_std": as_}
     entry["train_minutes"] = [round(i.get("train_seconds", 0) / 60, 1) for i in infos]
     entry["git_commits"] = sorted({i["git_commit"] for i in infos if i.get("git_commit")})
+    # bf16 / off / per stage (compare._amp); None from runs older than the record
+    entry["amp_per_seed"] = [i.get("amp") for i in infos]
     return entry
+
+
+def arithmetic_by_seed(methods: Dict) -> Dict[int, Dict[str, List[str]]]:
+    """seed -> arithmetic -> the rows trained in it ("not recorded" for runs older than the
+    record). Under ``train.amp: auto`` the arithmetic follows the CPU, so rows of one seed
+    trained on different machines can differ, and their paired difference mixes the two."""
+    out: Dict[int, Dict[str, List[str]]] = {}
+    for name, m in methods.items():
+        for seed, amp in zip(m["seeds"], m.get("amp_per_seed") or [None] * len(m["seeds"])):
+            out.setdefault(seed, {}).setdefault(amp or "not recorded", []).append(name)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+
+
+def _arithmetic_lines(methods: Dict) -> List[str]:
+    by_seed = arithmetic_by_seed(methods)
+    kinds = {a for rows in by_seed.values() for a in rows}
+    if len(kinds) == 1:
+        return [f"Arithmetic of every run: {kinds.pop()} (`train.amp`, recorded in each `run.json`)."]
+    lines = ["Arithmetic (`train.amp`; under `auto` it follows the CPU, so rows trained on different "
+             "machines can differ):"]
+    for seed, rows in by_seed.items():
+        what = "; ".join(f"{a}: {', '.join(r)}" for a, r in rows.items())
+        mixed = " **(mixed: this seed's paired differences compare two arithmetics)**" if len(rows) > 1 else ""
+        lines.append(f"- seed {seed}: {what}{mixed}")
+    return lines
 
 
 def summarise(results: Path, suite: Union[str, Suite], rows: Optional[Sequence[Row]] = None,
@@ -287,6 +314,7 @@ def _markdown(summary: Dict) -> str:
         lines += [f"- Recommended: **{summary['recommended']}** (the suite's choice)."]
     if summary.get("baseline"):
         lines += _recommended_lines(summary)
+    lines += [""] + _arithmetic_lines(methods)
     lines += ["", f"Machine: {summary['machine']}; code of the runs: commit "
               f"{', '.join(summary['git_commits']) or 'unknown'} (each run's `run.json` names its own)."]
     return "\n".join(lines) + "\n"

@@ -116,6 +116,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # twelfth round: the same with class-balanced selection (every predicted class keeps at
     # least its most confident half in the batch): against the left atrium's collapse
     "mpscl-gin-long2x-st-gentle-cb": ("mpscl", GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_class_fraction=0.5"]),
+    # thirteenth round: the recipe's pseudo-labels from a teacher instead of the student, against
+    # the left atrium's drift onto a distractor: the warm-up segmenter kept fixed, or a slow mean teacher
+    "mpscl-gin-long2x-st-gentle-fixed": ("mpscl", GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_teacher=1.0"]),
+    "mpscl-gin-long2x-st-gentle-mt999": ("mpscl", GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_teacher=0.999"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

@@ -140,8 +140,9 @@ class MPSCLConfig:
     self_training_agree: bool = True
     self_training_view: str = setting("clean", choices=("clean", "randomised"))
     # pseudo-labels from a mean teacher (EMA of the segmenter's weights with this momentum,
-    # starting from the warm-up) instead of the segmenter itself; 0 = the segmenter
-    self_training_teacher: float = setting(0.0, "[0, 1)")
+    # starting from the warm-up) instead of the segmenter itself; 0 = the segmenter, 1 = the
+    # warm-up segmenter kept fixed (labels cannot follow the student's drift)
+    self_training_teacher: float = setting(0.0, "[0, 1]")
     # class-balanced selection (CBST, Zou et al. ECCV 2018): every class keeps at least this
     # fraction of its most confident predicted pixels in the batch, whatever the threshold
     self_training_class_fraction: float = setting(0.0, "[0, 1]")

@@ -56,6 +56,9 @@ def test_settings_are_validated():
     c = build_config("cpu").mpscl
     assert (c.self_training, c.self_training_view, c.self_training_threshold, c.self_training_agree,
             c.self_training_teacher) == (0.3, "randomised", 0.95, True, 0.0)
+    assert build_config("cpu", sets=["mpscl.self_training_teacher=1"]).mpscl.self_training_teacher == 1.0
+    with pytest.raises(ConfigError, match="self_training_teacher"):
+        build_config("cpu", sets=["mpscl.self_training_teacher=1.01"])
     with pytest.raises(ConfigError, match="self_training_view"):
         build_config("cpu", sets=["mpscl.self_training_view=strong"])
     with pytest.raises(ConfigError, match="self_training_threshold"):
@@ -67,7 +70,8 @@ TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iter
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("view,teacher", [("clean", 0.0), ("randomised", 0.0), ("randomised", 0.9)])
+@pytest.mark.parametrize("view,teacher", [("clean", 0.0), ("randomised", 0.0), ("randomised", 0.9),
+                                          ("randomised", 1.0)])
 def test_self_training_trains_logs_and_changes_the_weights(tiny_phantom, tmp_path, view, teacher):
     on = build_config("cpu", sets=TINY + ["mpscl.self_training=1.0", "mpscl.self_training_threshold=0.3",
                                           f"mpscl.self_training_view={view}",
@@ -90,7 +94,9 @@ def test_self_training_trains_logs_and_changes_the_weights(tiny_phantom, tmp_pat
     if teacher:  # checkpointed (resume), and the EMA of the segmenter's path: not the segmenter
         key = "main_head.branches.0.weight"
         t, s, w = ck["teacher"][key], ck["model"][key], w0[key]
-        assert not torch.equal(t, s) and not torch.equal(t, w)
+        assert not torch.equal(t, s)
+        # momentum 1: the warm-up segmenter's weights, unchanged; below 1 they move
+        assert torch.equal(t, w) if teacher == 1.0 else not torch.equal(t, w)
     else:
         assert ck.get("teacher") is None
 

@@ -26,7 +26,9 @@ def test_summary_names_each_seeds_arithmetic_and_flags_a_mixed_seed(tmp_path):
     assert s["methods"]["source-only"]["amp_per_seed"] == ["off", "bf16"]
     md = (tmp_path / "summary.md").read_text()
     assert "- seed 1: off: source-only; bf16: mpscl **(mixed" in md
-    assert "- seed 2: bf16: source-only, mpscl; not recorded: oracle **(mixed" in md
+    # an unrecorded arithmetic is unknown, not a second one
+    assert "- seed 2: bf16: source-only, mpscl; not recorded: oracle\n" in md
+    assert "- not recorded: runs older than the record" in md
 
 
 def test_summary_with_one_arithmetic_says_so_in_a_line(tmp_path):

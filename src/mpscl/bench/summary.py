@@ -118,8 +118,12 @@ def _arithmetic_lines(methods: Dict) -> List[str]:
              "machines can differ):"]
     for seed, rows in by_seed.items():
         what = "; ".join(f"{a}: {', '.join(r)}" for a, r in rows.items())
-        mixed = " **(mixed: this seed's paired differences compare two arithmetics)**" if len(rows) > 1 else ""
-        lines.append(f"- seed {seed}: {what}{mixed}")
+        # an unrecorded arithmetic is unknown, not different
+        mixed = len(set(rows) - {"not recorded"}) > 1
+        lines.append(f"- seed {seed}: {what}"
+                     + (" **(mixed: this seed's paired differences compare two arithmetics)**" if mixed else ""))
+    if "not recorded" in kinds:
+        lines.append("- not recorded: runs older than the record; their `run.json` does not say.")
     return lines
 
 

@@ -104,7 +104,7 @@ def arithmetic_by_seed(methods: Dict) -> Dict[int, Dict[str, List[str]]]:
     trained on different machines can differ, and their paired difference mixes the two."""
     out: Dict[int, Dict[str, List[str]]] = {}
     for name, m in methods.items():
-        for seed, amp in zip(m["seeds"], m.get("amp_per_seed") or [None] * len(m["seeds"])):
+        for seed, amp in zip(m["seeds"], m["amp_per_seed"]):
             out.setdefault(seed, {}).setdefault(amp or "not recorded", []).append(name)
     return dict(sorted(out.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
 

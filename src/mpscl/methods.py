@@ -133,7 +133,8 @@ class Method:
         """Config sections this method never reads, so its run folders and benchmark rows do not
         depend on them: ``appearance`` without source slices (the oracle), ``mpscl`` without an
         MPSCL stage."""
-        return (("appearance",) * (not self.sees_source)) + (("mpscl",) * (not self.reads_mpscl_settings))
+        unread = {"appearance": not self.sees_source, "mpscl": not self.reads_mpscl_settings}
+        return tuple(section for section, is_unread in unread.items() if is_unread)
 
     @property
     def reads_adabn_setting(self) -> bool:

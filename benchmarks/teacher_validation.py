@@ -1,0 +1,78 @@
+"""Score the mean teacher of finished validation runs instead of their student (issue 14,
+sixteenth round). Nothing is trained.
+
+A run with ``mpscl.self_training_teacher`` in (0, 1) keeps, in ``RUN/mpscl/final.pt``, the
+teacher: an exponential moving average of the segmenter's weights. This scores those weights
+on the suite's VALIDATION cases (LGE 1-5, phantom cases 1-3), exactly as
+``appearance_validation.py`` scores the run's final model, and writes
+RESULTS/<suite>/<run>-teacher/seed<k>/ (metrics.*, run.json) for ``validation_rule.py``:
+
+    python benchmarks/teacher_validation.py --suite mscmrseg19 --run mpscl-gin-long2x-st-gentle-mt995 \\
+        --seeds 1,2,3 --work bench_work --results benchmarks/results/validation-3600
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from mpscl.bench.compare import _git_commit
+from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
+from mpscl.checkpoint import load_checkpoint, load_model
+from mpscl.evaluate import evaluate_checkpoint
+from mpscl.runtime import machine_line
+
+VAL_CASES = {name: s.val_cases for name, s in BUILTIN.items()}
+
+
+def teacher_of(run: Path) -> torch.nn.Module:
+    """The run's final segmenter with the mean teacher's weights and buffers."""
+    model, _ = load_model(run / "final.pt")
+    state = load_checkpoint(run / "mpscl" / "final.pt").get("teacher")
+    if not state:
+        raise SystemExit(f"{run / 'mpscl' / 'final.pt'}: no mean teacher in this run "
+                         f"(mpscl.self_training_teacher was 0)")
+    teacher = copy.deepcopy(model)
+    teacher.load_state_dict(state)  # strict: the same network, key for key
+    return teacher.eval()
+
+
+def score(suite: str, run_name: str, seed: int, work: Path, results: Path) -> float:
+    run = work / "appearance-runs" / suite / run_name / f"seed{seed}"
+    teacher = teacher_of(run)
+    size = load_checkpoint(run / "final.pt")["config"]["data"]["size"]
+    dirs = prepare_builtin(BUILTIN[suite], work, size, SHARED)
+    res = results / suite / f"{run_name}-teacher" / f"seed{seed}"
+    res.mkdir(parents=True, exist_ok=True)
+    m = evaluate_checkpoint(run / "final.pt", dirs["target"], res, cases=VAL_CASES[suite], progress=False,
+                            per_case=lambda model, image: teacher)
+    base = json.loads((results / suite / run_name / f"seed{seed}" / "run.json").read_text())
+    info = {"suite": suite, "run": f"{run_name}-teacher", "method": base["method"], "seed": seed,
+            "sets": base["sets"], "scored": "the mean teacher's weights (RUN/mpscl/final.pt 'teacher')",
+            "val_cases": VAL_CASES[suite], "train_seconds": 0.0, "git_commit": _git_commit(),
+            "machine": machine_line(), "amp": base.get("amp"), "dice_mean": m["summary"]["dice_mean"]}
+    (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"[done] {suite} {run_name}-teacher seed {seed}: val Dice {info['dice_mean']:.2f} "
+          f"(student {base['dice_mean']:.2f})", flush=True)
+    return info["dice_mean"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=sorted(VAL_CASES), required=True)
+    ap.add_argument("--run", required=True, help="a finished appearance_validation.py run with a mean teacher")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--work", type=Path, default=Path("bench_work"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/validation-3600"))
+    a = ap.parse_args(argv)
+    for k in (int(s) for s in a.seeds.split(",")):
+        score(a.suite, a.run, k, a.work, a.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -126,6 +126,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training_teacher=0.999", "mpscl.self_training_threshold=0.9"]),
     # fifteenth round: a mean teacher five times faster (time constant ~200 iterations)
     "mpscl-gin-long2x-st-gentle-mt995": ("mpscl", GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_teacher=0.995"]),
+    # seventeenth round: with the teacher guarding against drift, self-training at full weight
+    # (the eleventh round made it gentle, 0.3, against the drift)
+    "mpscl-gin-long2x-st-mt995-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

@@ -9,7 +9,8 @@ from mpscl.models.batchnorm import reestimate_statistics
 
 TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1",
-        "train.device=cpu"  # weights compared bit for bit across runs: CUDA's atomic adds differ in the last bits, "train.adabn=false"]
+        "train.device=cpu", "train.adabn=false"]  # CPU: weights compared bit for bit across runs
+# (CUDA's atomic adds differ in the last bits)
 
 
 def _load(path):

@@ -68,7 +68,8 @@ def test_settings_are_validated():
 
 TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1",
-        "train.device=cpu"  # weights compared bit for bit across runs: CUDA's atomic adds differ in the last bits]
+        "train.device=cpu"]  # CPU: weights compared bit for bit across runs
+# (CUDA's atomic adds differ in the last bits)
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from mpscl.config import build_config
 
 SETS = ["data.size=48", "data.batch_size=2", "model.width=8", "train.iters=3", "train.log_every=1",
         "train.checkpoint_every=2", "train.threads=1",
-        "train.device=cpu"  # weights compared bit for bit across runs: CUDA's atomic adds differ in the last bits]
+        "train.device=cpu"]  # CPU: weights compared bit for bit across runs
+# (CUDA's atomic adds differ in the last bits)
 
 
 def _legacy(config: dict) -> dict:

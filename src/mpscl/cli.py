@@ -86,10 +86,14 @@ def cmd_train(args) -> None:
     print(f"done: {final}")
 
 
+TTA_HELP = ("test-time flips: average the softmax over each slice and its three flips "
+            "(4 forward passes)")
+
+
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_checkpoint
     res = evaluate_checkpoint(args.checkpoint, args.data, args.out, cases=args.cases,
-                              batch_size=args.batch_size, device=args.device)
+                              batch_size=args.batch_size, device=args.device, tta=args.tta)
     s = res["summary"]
     assd = "n/a" if s["assd_mean"] is None else f"{s['assd_mean']:.2f} voxels"
     print(f"mean Dice {s['dice_mean']:.2f}%  mean ASSD {assd}  -> {args.out}")
@@ -98,7 +102,7 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     from .evaluate import predict_files
     for p in predict_files(args.checkpoint, args.inputs, args.output, batch_size=args.batch_size,
-                           device=args.device, overwrite=args.overwrite):
+                           device=args.device, overwrite=args.overwrite, tta=args.tta):
         print(p)
 
 
@@ -243,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment NIfTI volumes; label maps in the input geometry")
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("bench-speed", help="iterations/s and peak memory of the MPSCL iteration: "

@@ -56,6 +56,37 @@ def test_out_shape_moves_axis_back_and_resizes_probabilities():
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
+def test_test_time_flips_are_undone_and_averaged_by_hand():
+    # a position-dependent model: logits [0, R] whatever the input, R = [[0, 2], [0, 2]]. The
+    # four views give R, R flipped left-right (twice) and up-down (R's rows are equal), so each
+    # pixel's foreground probability is (sigmoid(0) + sigmoid(2)) / 2
+    class Ramp(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 2, 2, 2)
+            logits[:, 1] = torch.tensor([[0.0, 2.0], [0.0, 2.0]])
+            return logits
+
+    x = np.zeros((1, 2, 2), np.float32)
+    plain = predict_volume(Ramp(), x, device="cpu", return_probs=True)[0, 1]
+    np.testing.assert_allclose(plain, [[0.5, 1 / (1 + np.exp(-2))]] * 2, rtol=1e-6)
+    tta = predict_volume(Ramp(), x, device="cpu", return_probs=True, tta=True)[0, 1]
+    np.testing.assert_allclose(tta, np.full((2, 2), (0.5 + 1 / (1 + np.exp(-2))) / 2), rtol=1e-6)
+
+
+def test_test_time_flips_leave_a_pixelwise_model_unchanged():
+    # a pixelwise model commutes with flips, so flipping each view back gives the same
+    # prediction on an asymmetric volume (a view not flipped back would move the structures)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, (3, 16, 12)).astype(np.uint8)
+    model = DummySegmenter()
+    probs = predict_volume(model, encode(ids), device="cpu", return_probs=True)
+    with_tta = predict_volume(model, encode(ids), device="cpu", return_probs=True, tta=True)
+    np.testing.assert_allclose(with_tta, probs, atol=1e-6)
+    model.calls = 0
+    np.testing.assert_array_equal(predict_volume(model, encode(ids), device="cpu", tta=True), ids)
+    assert model.calls == 4  # one batch, four views
+
+
 def test_input_size_resizes_slices_for_the_model_and_back():
     ids = np.zeros((3, 24, 24), np.uint8)
     ids[:, 4:20, 4:20] = 1

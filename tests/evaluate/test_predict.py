@@ -52,6 +52,16 @@ def test_geometry_round_trip_and_raw_label_values(tmp_path, fake_checkpoint):
     assert set(np.unique(labels)) == {0, 200, 500, 600}
 
 
+def test_cli_predict_with_test_time_flips(tmp_path, fake_checkpoint):
+    from mpscl.cli import main
+    ids = _ids((16, 16, 7))
+    src = _write_image(tmp_path / "ct_1.nii.gz", ids, _affine((0.7, 0.8, 2.5)))
+    assert main(["predict", "--checkpoint", str(fake_checkpoint["path"]), str(src), "-o", str(tmp_path / "pred"),
+                 "--device", "cpu", "--tta"]) in (0, None)
+    labels = np.asarray(nib.load(tmp_path / "pred" / "ct_1.nii.gz").dataobj)
+    np.testing.assert_array_equal(labels, np.asarray(LABEL_VALUES)[ids])  # pixelwise dummy: unchanged
+
+
 def test_resized_other_axis_and_scaled_input(tmp_path, fake_checkpoint):
     fake_checkpoint["ckpt"]["axis"] = 1  # the model was trained on slices along axis 1
     ids = _ids((22, 5, 19))

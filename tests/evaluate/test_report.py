@@ -88,6 +88,17 @@ def test_case_selection_and_axis(tmp_path, fake_checkpoint):
     assert all(c["dice"]["MYO"] == 100.0 for c in res["cases"])
 
 
+def test_test_time_flips_are_recorded(tmp_path, fake_checkpoint):
+    cases = {"1": (blob_labels((6, 16, 16), [(3, 8, 8)], [(2, 5, 5)]), (3.0, 1.0, 1.0))}
+    data = make_dataset(tmp_path / "d", cases, axis=0)
+    plain = evaluate_checkpoint(fake_checkpoint["path"], data, tmp_path / "a", device="cpu", progress=False)
+    res = evaluate_checkpoint(fake_checkpoint["path"], data, tmp_path / "e", device="cpu", progress=False, tta=True)
+    assert res["tta"] == "flips" and "tta" not in plain
+    assert res["cases"] == plain["cases"]  # the dummy model is pixelwise: flips change nothing
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["tta"] == "flips"
+    assert "(test-time flips)" in (tmp_path / "e" / "metrics.md").read_text().splitlines()[0]
+
+
 def test_a_model_per_case_segments_only_its_case(tmp_path, fake_checkpoint):
     # per_case(model, image) gets the loaded model and each case's prepared image in turn; the
     # model it returns segments that case only (here: case 6 all background, the rest as loaded)

@@ -30,6 +30,23 @@ def _resize(x: torch.Tensor, size: Sequence[int], antialias: bool = False) -> to
                          antialias=antialias)
 
 
+FLIPS = ((), (-1,), (-2,), (-2, -1))  # the test-time views: none, left-right, up-down, both
+
+
+def _softmax(model: torch.nn.Module, x: torch.Tensor, dev: torch.device, amp: bool,
+             views: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The model's softmax for batch ``x``, averaged over the flipped ``views`` (each flipped back)."""
+    total = None
+    for dims in views:
+        with _autocast(dev, amp):
+            out = model(x.flip(dims) if dims else x)
+        logits = (out[-1] if isinstance(out, (tuple, list)) else out).float()
+        p = torch.softmax(logits, dim=1)
+        p = p.flip(dims) if dims else p
+        total = p if total is None else total + p
+    return total / len(views)
+
+
 def predict_volume(
     model: torch.nn.Module,
     image_slices: Union[np.ndarray, torch.Tensor],
@@ -40,6 +57,7 @@ def predict_volume(
     axis: Optional[int] = None,
     input_size: Optional[int] = None,
     return_probs: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
     """Predict every slice of one volume.
 
@@ -62,6 +80,9 @@ def predict_volume(
             as ``mpscl.data.resize_slices`` does at prepare time.
         return_probs: return float32 softmax probabilities (S, K, h, w) (slice-first, never
             axis-moved) instead of class ids.
+        tta: test-time flips: the softmax is averaged over the slice and its left-right,
+            up-down and double flips (each flipped back). Training flips slices the same ways
+            (``data.augment``), so every view is one the network has seen. Four forward passes.
 
     Returns:
         uint8 class ids (int64 if more than 256 classes) or probabilities, as described above.
@@ -102,12 +123,9 @@ def predict_volume(
                 in_size = tuple(x.shape[-2:])
                 if input_size is not None:
                     x = _resize(x, (input_size, input_size), antialias=True)
-                with _autocast(dev, amp):
-                    out = model(x)
-                logits = out[-1] if isinstance(out, (tuple, list)) else out
-                logits = logits.float()
+                probs = _softmax(model, x, dev, amp, FLIPS if tta else ((),))
                 target = plane if plane is not None else in_size
-                probs = _resize(torch.softmax(logits, dim=1), target)
+                probs = _resize(probs, target)
                 if return_probs:
                     chunks.append(probs.cpu())
                 else:

@@ -68,13 +68,15 @@ def predict_files(
     overwrite: bool = False,
     amp: bool = False,
     progress: bool = True,
+    tta: bool = False,
 ) -> List[Path]:
     """Segment each NIfTI in ``inputs``; returns the written label files, in input order.
 
     ``out``: a folder (created; outputs keep the input file names) or, for one input, a
     ``.nii``/``.nii.gz`` file name. ``axis``: slice axis; default from the checkpoint
     (:func:`checkpoint_axis`), else 2. Existing outputs are refused unless ``overwrite``;
-    all are checked before anything is computed. Files are written atomically.
+    all are checked before anything is computed. Files are written atomically. ``tta``:
+    test-time flips (``predict_volume``), four forward passes per slice.
     """
     from tqdm.auto import tqdm
 
@@ -111,6 +113,6 @@ def predict_files(
         if size:
             slices = resize_slices(slices, int(size), "image")
         ids = predict_volume(model, slices, batch_size=batch_size, device=dev, amp=amp,
-                             out_shape=vol.data.shape, axis=axis)
+                             out_shape=vol.data.shape, axis=axis, tta=tta)
         written.append(write_label_nifti(dst, values[ids], vol))
     return written

@@ -152,6 +152,7 @@ def evaluate_checkpoint(
     amp: bool = False,
     progress: bool = True,
     per_case: Optional[Callable[[Any, np.ndarray], Any]] = None,
+    tta: bool = False,
 ) -> Dict[str, Any]:
     """Predict and score every selected case of a labelled prepared dataset.
 
@@ -167,6 +168,8 @@ def evaluate_checkpoint(
             prepared image (slices first), e.g. one given test-time BatchNorm statistics of
             the volume's own slices. It gets the loaded model every time, so it must not
             change it in place (copy it first, as ``adabn_validation.py --per-volume`` does).
+        tta: test-time flips (``predict_volume``); recorded as ``"tta": "flips"`` in
+            metrics.json and named in the report's title.
 
     Returns the metrics dict exactly as written to metrics.json (undefined values as None).
     Raises :class:`EvaluateError` when the dataset is unlabelled or its classes differ
@@ -199,10 +202,13 @@ def evaluate_checkpoint(
         plane = [n for d, n in enumerate(gt.shape) if d != int(meta["axis"])]
         case_model = model if per_case is None else per_case(model, case["image"])
         pred = from_slices(predict_volume(case_model, case["image"], batch_size=batch_size, device=dev,
-                                          amp=amp, out_shape=plane, input_size=size), meta)
+                                          amp=amp, out_shape=plane, input_size=size, tta=tta), meta)
         scores = score_case(pred, gt, classes, meta.get("spacing"))
         records.append({"case": str(cid), **scores})
 
     metrics = {"cases": records, "summary": summarise(records, classes[1:])}
-    write_reports(metrics, out_dir, title=f"Evaluation of {checkpoint} on {data_dir}")
+    if tta:
+        metrics["tta"] = "flips"
+    write_reports(metrics, out_dir, title=f"Evaluation of {checkpoint} on {data_dir}"
+                  + (" (test-time flips)" if tta else ""))
     return to_json_ready(metrics)

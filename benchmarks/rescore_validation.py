@@ -1,14 +1,16 @@
-"""Score the mean teacher of finished validation runs instead of their student (issue 14,
-sixteenth round). Nothing is trained.
+"""Score finished validation runs another way, without training (issue 14): the mean
+teacher's weights instead of the student's (``--teacher``, sixteenth round), and/or
+test-time flips (``--tta``, ``mpscl evaluate --tta``).
 
 A run with ``mpscl.self_training_teacher`` in (0, 1) keeps, in ``RUN/mpscl/final.pt``, the
-teacher: an exponential moving average of the segmenter's weights. This scores those weights
-on the suite's VALIDATION cases (LGE 1-5, phantom cases 1-3), exactly as
-``appearance_validation.py`` scores the run's final model, and writes
-RESULTS/<suite>/<run>-teacher/seed<k>/ (metrics.*, run.json) for ``validation_rule.py``:
+teacher: an exponential moving average of the segmenter's weights. Runs are scored on the
+suite's VALIDATION cases (LGE 1-5, phantom cases 1-3), exactly as ``appearance_validation.py``
+scores the run's final model, into RESULTS/<suite>/<run>-teacher (-tta, -teacher-tta)/seed<k>/
+(metrics.*, run.json), which ``validation_rule.py`` reads:
 
-    python benchmarks/teacher_validation.py --suite mscmrseg19 --run mpscl-gin-long2x-st-gentle-mt995 \\
-        --seeds 1,2,3 --work bench_work --results benchmarks/results/validation-3600
+    python benchmarks/rescore_validation.py --teacher --suite mscmrseg19 \\
+        --run mpscl-gin-long2x-st-gentle-mt995 --seeds 1,2,3 \\
+        --work bench_work --results benchmarks/results/validation-3600
 """
 from __future__ import annotations
 
@@ -41,36 +43,43 @@ def teacher_of(run: Path) -> torch.nn.Module:
     return teacher.eval()
 
 
-def score(suite: str, run_name: str, seed: int, work: Path, results: Path) -> float:
+def score(suite: str, run_name: str, seed: int, work: Path, results: Path, teacher: bool = False,
+          tta: bool = False) -> float:
     run = work / "appearance-runs" / suite / run_name / f"seed{seed}"
-    teacher = teacher_of(run)
+    model = teacher_of(run) if teacher else None
+    name = run_name + ("-teacher" if teacher else "") + ("-tta" if tta else "")
     size = load_checkpoint(run / "final.pt")["config"]["data"]["size"]
     dirs = prepare_builtin(BUILTIN[suite], work, size, SHARED)
-    res = results / suite / f"{run_name}-teacher" / f"seed{seed}"
+    res = results / suite / name / f"seed{seed}"
     res.mkdir(parents=True, exist_ok=True)
     m = evaluate_checkpoint(run / "final.pt", dirs["target"], res, cases=VAL_CASES[suite], progress=False,
-                            per_case=lambda model, image: teacher)
+                            per_case=None if model is None else (lambda loaded, image: model), tta=tta)
     base = json.loads((results / suite / run_name / f"seed{seed}" / "run.json").read_text())
-    info = {"suite": suite, "run": f"{run_name}-teacher", "method": base["method"], "seed": seed,
-            "sets": base["sets"], "scored": "the mean teacher's weights (RUN/mpscl/final.pt 'teacher')",
-            "val_cases": VAL_CASES[suite], "train_seconds": 0.0, "git_commit": _git_commit(),
+    scored = ("the mean teacher's weights (RUN/mpscl/final.pt 'teacher')" if teacher else "the final model") \
+        + (", test-time flips" if tta else "")
+    info = {"suite": suite, "run": name, "method": base["method"], "seed": seed, "sets": base["sets"],
+            "scored": scored, "val_cases": VAL_CASES[suite], "train_seconds": 0.0, "git_commit": _git_commit(),
             "machine": machine_line(), "amp": base.get("amp"), "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"[done] {suite} {run_name}-teacher seed {seed}: val Dice {info['dice_mean']:.2f} "
-          f"(student {base['dice_mean']:.2f})", flush=True)
+    print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} "
+          f"(as trained and scored {base['dice_mean']:.2f})", flush=True)
     return info["dice_mean"]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=sorted(VAL_CASES), required=True)
-    ap.add_argument("--run", required=True, help="a finished appearance_validation.py run with a mean teacher")
+    ap.add_argument("--run", required=True, help="a finished appearance_validation.py run")
+    ap.add_argument("--teacher", action="store_true", help="score the run's mean teacher (it must keep one)")
+    ap.add_argument("--tta", action="store_true", help="test-time flips (mpscl evaluate --tta)")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--work", type=Path, default=Path("bench_work"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/validation-3600"))
     a = ap.parse_args(argv)
+    if not (a.teacher or a.tta):
+        ap.error("nothing to score differently: pass --teacher and/or --tta")
     for k in (int(s) for s in a.seeds.split(",")):
-        score(a.suite, a.run, k, a.work, a.results)
+        score(a.suite, a.run, k, a.work, a.results, teacher=a.teacher, tta=a.tta)
     return 0
 
 

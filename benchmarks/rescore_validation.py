@@ -28,7 +28,7 @@ from mpscl.checkpoint import load_checkpoint, load_model
 from mpscl.evaluate import evaluate_checkpoint
 from mpscl.runtime import machine_line
 
-VAL_CASES = {name: s.val_cases for name, s in BUILTIN.items()}
+from appearance_validation import VAL_CASES
 
 
 def teacher_of(run: Path) -> torch.nn.Module:

@@ -130,6 +130,12 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # (the eleventh round made it gentle, 0.3, against the drift)
     "mpscl-gin-long2x-st-mt995-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0"]),
+    # eighteenth round: the teacher's labels from its softmax averaged over the slice's flips
+    # (what --tta scores), at the recipe's weight and at full weight
+    "mpscl-gin-long2x-st-mt995-flips": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true"]),
+    "mpscl-gin-long2x-st-mt995-flips-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true", "mpscl.self_training=1.0"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

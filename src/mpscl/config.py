@@ -146,6 +146,10 @@ class MPSCLConfig:
     # class-balanced selection (CBST, Zou et al. ECCV 2018): every class keeps at least this
     # fraction of its most confident predicted pixels in the batch, whatever the threshold
     self_training_class_fraction: float = setting(0.0, "[0, 1]")
+    # the teacher's softmax averaged over the target slice and its left-right, up-down and
+    # double flips, each flipped back (what `--tta` scores), before the threshold; needs the
+    # teacher (the student's extra views would move its BatchNorm statistics)
+    self_training_flips: bool = False
     # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
     # channels) between the layer4 features and the contrastive loss, prototypes and
     # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines
@@ -416,7 +420,16 @@ def build_config(preset: str = "paper-mr2ct", files: Optional[List[Any]] = None,
     for item in sets or []:
         k, v = parse_set(item)
         set_value(cfg, k, v)
+    _check_combinations(cfg)
     return cfg
+
+
+def _check_combinations(cfg: Config) -> None:
+    """Settings that are valid alone but not together."""
+    c = cfg.mpscl
+    if c.self_training_flips and c.self_training > 0 and c.self_training_teacher <= 0:
+        raise ConfigError("mpscl.self_training_flips needs a mean teacher (mpscl.self_training_teacher > 0): "
+                          "the student's extra flipped views would move its BatchNorm statistics")
 
 
 def config_from_dict(d: Dict[str, Any], where: str = "checkpoint") -> Config:

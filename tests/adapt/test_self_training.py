@@ -18,6 +18,7 @@ def test_labels_keep_confident_pixels_that_agree_with_the_prototypes():
                            [[0.0, 0.0], [0.0, 0.0]]])[None]  # (1, 2, 2, 2)
     # pixel (0,0): class 0 at 0.95; (0,1): class 1 at 0.95; (1,0): class 0 at 0.525; (1,1): class 0 at 0.993
     protos = torch.tensor([[[0]]])  # (1, 1, 1): upsampled to every pixel: class 0
+    logits = torch.softmax(logits, dim=1)  # the labels are read from probabilities
     got = self_training_labels(logits, protos, 0.9, agree=False)
     assert got.tolist() == [[[0, 1], [-1, 0]]]
     got = self_training_labels(logits, protos, 0.9, agree=True)
@@ -33,6 +34,15 @@ def test_labels_keep_confident_pixels_that_agree_with_the_prototypes():
     # nearest upsampling of a 1 x 2 prototype map: left column 1, right column 0
     got = self_training_labels(logits, torch.tensor([[[1, 0]]]), 0.5, agree=True)
     assert got.tolist() == [[[-1, -1], [-1, 0]]]
+
+
+def test_flipped_labels_need_the_teacher():
+    with pytest.raises(ConfigError, match="self_training_flips needs a mean teacher"):
+        build_config("cpu", sets=["mpscl.self_training_flips=true", "mpscl.self_training_teacher=0"])
+    assert build_config("cpu", sets=["mpscl.self_training_flips=true"]).mpscl.self_training_flips
+    assert not build_config("cpu").mpscl.self_training_flips
+    # without self-training the setting does nothing, so it is not refused
+    build_config("cpu-plain", sets=["mpscl.self_training_flips=true"])
 
 
 def test_mean_teacher_update_is_the_ema_of_weights_and_copies_buffers():
@@ -104,6 +114,23 @@ def test_self_training_trains_logs_and_changes_the_weights(tiny_phantom, tmp_pat
         assert ck.get("teacher") is None
 
 
+@pytest.mark.slow
+def test_flipped_teacher_labels_change_training_and_log_the_foreground_share(tiny_phantom, tmp_path):
+    # a threshold the flipped average moves pixels across (at 0.3 every pixel passes either way)
+    sets = TINY + ["mpscl.self_training=1.0", "mpscl.self_training_threshold=0.7",
+                   "mpscl.self_training_teacher=0.9"]
+    runs = {}
+    for flips in (False, True):
+        cfg = build_config("cpu", sets=sets + [f"mpscl.self_training_flips={str(flips).lower()}"])
+        runs[flips] = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", cfg, tmp_path / str(flips),
+                            progress=False)
+        recs = [json.loads(l) for l in (tmp_path / str(flips) / "mpscl" / "log.jsonl").read_text().splitlines()]
+        assert all(0.0 <= r["st_selected_fg"] <= 1.0 for r in recs)
+    wa, wb = (torch.load(runs[f], weights_only=True)["model"] for f in (False, True))
+    # the same warm-up and batches: only the labels' views differ, and so do the weights
+    assert any(not torch.equal(v, wb[k]) for k, v in wa.items())
+
+
 def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
     from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
@@ -121,13 +148,13 @@ def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical_with_the_randomised_view_and_teacher(tiny_phantom, tmp_path):
+def test_resume_is_bit_identical_with_the_randomised_view_and_flipped_teacher(tiny_phantom, tmp_path):
     from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
 
     cfg = build_config("cpu", sets=TINY + ["train.iters=6", "mpscl.self_training=1.0",
                                            "mpscl.self_training_threshold=0.3", "mpscl.self_training_teacher=0.9",
-                                           "mpscl.self_training_view=randomised"])
+                                           "mpscl.self_training_view=randomised", "mpscl.self_training_flips=true"])
     src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
     from mpscl.models import build_segmenter
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ import torch
 
 from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
                       segmentation_loss)
+from ..evaluate.inference import FLIPS, averaged_softmax
 from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .adversarial_gate import discriminator_error
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
@@ -182,15 +183,15 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
     return terms
 
 
-def self_training_labels(logits: torch.Tensor, proto_labels: torch.Tensor, threshold: float,
+def self_training_labels(probs: torch.Tensor, proto_labels: torch.Tensor, threshold: float,
                          agree: bool, class_fraction: float = 0.0) -> torch.Tensor:
-    """(B,H,W) int64 pseudo-labels from detached ``logits`` (B,K,H,W): the argmax where the
-    softmax maximum is >= ``threshold``, or, for ``class_fraction`` p > 0, >= the (1 - p)
+    """(B,H,W) int64 pseudo-labels from class probabilities ``probs`` (B,K,H,W): the argmax
+    where the maximum is >= ``threshold``, or, for ``class_fraction`` p > 0, >= the (1 - p)
     quantile of the maxima of the pixels predicted as the same class in the batch (the
     smaller bound wins); with ``agree`` also equal to ``proto_labels`` (B,h,w) upsampled by
     nearest neighbour; -1 (ignored) elsewhere."""
     with torch.no_grad():
-        conf, labels = torch.softmax(logits.detach().float(), dim=1).max(dim=1)
+        conf, labels = probs.detach().float().max(dim=1)
         keep = conf >= threshold
         if class_fraction > 0:
             for k in torch.unique(labels).tolist():
@@ -217,17 +218,22 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
     """Beyond the paper: class-weighted CE on confident target pseudo-labels (MPSCLConfig)."""
     c = t.cfg.mpscl
     teacher = t.nets.get("teacher")
-    source = main_t
     if teacher is not None:
         if t.iteration == 0:  # a fresh stage: the teacher starts as the warm-up segmenter
             teacher.load_state_dict(t.model.state_dict())
         else:
             update_teacher(teacher, t.model, c.self_training_teacher)
         with torch.no_grad(), t.autocast():
-            _, _, source = teacher(xt)
-    labels = self_training_labels(source, proto_labels, c.self_training_threshold, c.self_training_agree,
+            probs = averaged_softmax(teacher, xt, t.device, False, FLIPS if c.self_training_flips else ((),))
+    else:
+        probs = torch.softmax(main_t.detach().float(), dim=1)
+    labels = self_training_labels(probs, proto_labels, c.self_training_threshold, c.self_training_agree,
                                   c.self_training_class_fraction)
     t.stats["st_selected"] = (labels >= 0).float().mean().item()
+    # the same share among the pixels the labels' network calls foreground (class > 0): the
+    # background dominates st_selected, and label quality matters on the structures
+    fg = probs.argmax(dim=1) > 0
+    t.stats["st_selected_fg"] = ((labels > 0) & fg).sum().item() / max(int(fg.sum()), 1)
     logits = main_t
     if c.self_training_view == "randomised":
         with t.autocast():

@@ -33,9 +33,10 @@ def _resize(x: torch.Tensor, size: Sequence[int], antialias: bool = False) -> to
 FLIPS = ((), (-1,), (-2,), (-2, -1))  # the test-time views: none, left-right, up-down, both
 
 
-def _softmax(model: torch.nn.Module, x: torch.Tensor, dev: torch.device, amp: bool,
-             views: Sequence[Sequence[int]]) -> torch.Tensor:
-    """The model's softmax for batch ``x``, averaged over the flipped ``views`` (each flipped back)."""
+def averaged_softmax(model: torch.nn.Module, x: torch.Tensor, dev: torch.device, amp: bool,
+                     views: Sequence[Sequence[int]] = FLIPS) -> torch.Tensor:
+    """The model's softmax (float32) for batch ``x``, averaged over the flipped ``views`` (each
+    flipped back). ``amp`` False leaves any enclosing autocast in force."""
     total = None
     for dims in views:
         with _autocast(dev, amp):
@@ -123,7 +124,7 @@ def predict_volume(
                 in_size = tuple(x.shape[-2:])
                 if input_size is not None:
                     x = _resize(x, (input_size, input_size), antialias=True)
-                probs = _softmax(model, x, dev, amp, FLIPS if tta else ((),))
+                probs = averaged_softmax(model, x, dev, amp, FLIPS if tta else ((),))
                 target = plane if plane is not None else in_size
                 probs = _resize(probs, target)
                 if return_probs:

@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--tta", action="store_true", help=TTA_HELP)
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help=TTA_HELP + "; default: on when the checkpoint was trained on flipped slices "
+                   "(data.augment, as in --preset cpu), else off")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("bench-speed", help="iterations/s and peak memory of the MPSCL iteration: "

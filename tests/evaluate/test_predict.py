@@ -62,6 +62,29 @@ def test_cli_predict_with_test_time_flips(tmp_path, fake_checkpoint):
     np.testing.assert_array_equal(labels, np.asarray(LABEL_VALUES)[ids])  # pixelwise dummy: unchanged
 
 
+@pytest.mark.parametrize("augment,flag,expect", [(True, None, True), (False, None, False), (None, None, False),
+                                                  (True, "--no-tta", False), (False, "--tta", True)])
+def test_predict_uses_flips_when_the_checkpoint_was_trained_on_them(tmp_path, fake_checkpoint, monkeypatch,
+                                                                    augment, flag, expect):
+    import mpscl.evaluate.predict as predict_module
+    from mpscl.cli import main
+    if augment is not None:  # None: an older checkpoint whose config has no data.augment
+        fake_checkpoint["ckpt"]["config"]["data"]["augment"] = augment
+    seen = []
+    real = predict_module.predict_volume
+    monkeypatch.setattr(predict_module, "predict_volume", lambda *a, **k: seen.append(k["tta"]) or real(*a, **k))
+    src = _write_image(tmp_path / "ct_1.nii.gz", _ids((16, 16, 3)), _affine((0.7, 0.8, 2.5)))
+    args = ["predict", "--checkpoint", str(fake_checkpoint["path"]), str(src), "-o", str(tmp_path / "pred"),
+            "--device", "cpu"] + ([flag] if flag else [])
+    assert main(args) in (0, None)
+    assert seen == [expect]
+    # the Python API resolves the same way; an explicit choice wins
+    seen.clear()
+    predict_files(fake_checkpoint["path"], [src], tmp_path / "api", device="cpu", progress=False)
+    predict_files(fake_checkpoint["path"], [src], tmp_path / "off", device="cpu", progress=False, tta=False)
+    assert seen == [bool(augment), False]
+
+
 def test_resized_other_axis_and_scaled_input(tmp_path, fake_checkpoint):
     fake_checkpoint["ckpt"]["axis"] = 1  # the model was trained on slices along axis 1
     ids = _ids((22, 5, 19))

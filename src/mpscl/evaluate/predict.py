@@ -36,6 +36,12 @@ def checkpoint_axis(ckpt: Dict[str, Any], default: int = 2) -> int:
     return int(default if axis is None else axis)
 
 
+def trained_on_flips(ckpt: Dict[str, Any]) -> bool:
+    """Whether the checkpoint's training slices were flipped (``data.augment``): then the
+    flipped views are ones it has learnt, and ``predict`` averages over them by default."""
+    return bool(((ckpt.get("config") or {}).get("data") or {}).get("augment", False))
+
+
 def output_paths(inputs: Sequence[PathLike], out: PathLike) -> List[Path]:
     """Where each input's prediction goes: ``out`` itself when it is a NIfTI file name and
     there is one input, else ``out/<input file name>``."""
@@ -68,7 +74,7 @@ def predict_files(
     overwrite: bool = False,
     amp: bool = False,
     progress: bool = True,
-    tta: bool = False,
+    tta: Optional[bool] = None,
 ) -> List[Path]:
     """Segment each NIfTI in ``inputs``; returns the written label files, in input order.
 
@@ -76,7 +82,10 @@ def predict_files(
     ``.nii``/``.nii.gz`` file name. ``axis``: slice axis; default from the checkpoint
     (:func:`checkpoint_axis`), else 2. Existing outputs are refused unless ``overwrite``;
     all are checked before anything is computed. Files are written atomically. ``tta``:
-    test-time flips (``predict_volume``), four forward passes per slice.
+    test-time flips (``predict_volume``), four forward passes per slice; None (default): on
+    when the checkpoint was trained on flipped slices (:func:`trained_on_flips`). For the CPU
+    recipe they added 1-3 points of Dice on every validation suite (benchmarks/README.md,
+    "Test-time flips"); a network that never saw a flipped heart is not shown one.
     """
     from tqdm.auto import tqdm
 
@@ -103,9 +112,11 @@ def predict_files(
         raise EvaluateError(f"predict: axis must be 0, 1 or 2, got {axis}")
     axis %= 3
     size = ((ckpt.get("config") or {}).get("data") or {}).get("size")
+    if tta is None:
+        tta = trained_on_flips(ckpt)
 
     written = []
-    for src, dst in tqdm(list(zip(inputs, paths)), desc="predict", unit="volume", disable=not progress):
+    for src, dst in tqdm(list(zip(inputs, paths)), desc="predict" + (" (test-time flips)" if tta else ""), unit="volume", disable=not progress):
         # exactly the prepare-time pipeline (mpscl.data.prepare), then back to the input grid
         vol = read_nifti(src)
         image, _ = normalise(vol.data, str(src))

@@ -108,6 +108,22 @@ def test_empty_masks():
     assert assd(o, o) == 0.0
 
 
+def test_components_count_pieces_touching_at_a_face_edge_or_corner():
+    from mpscl.evaluate.metrics import components
+    m = np.zeros((6, 6, 4), bool)
+    assert components(m) == 0
+    m[0:2, 0:2, 0:2] = True
+    assert components(m) == 1
+    m[2, 2, 2] = True  # touches the block at a corner only: the same piece
+    assert components(m) == 1
+    m[4:6, 4:6, 0] = True  # a separate island
+    assert components(m) == 2
+    # in score_case, per class: the island of class 1 counts, class 2 beside it does not
+    ids = m.astype(np.uint8)
+    ids[0, 5, 3] = 2
+    assert score_case(ids, ids, ["bg", "A", "B"])["components"] == {"A": 2, "B": 1}
+
+
 def test_score_case_per_class_and_empty_cases():
     gt = np.zeros((20, 22, 9), np.uint8)
     gt[3:9, 4:10, 2:6] = 1
@@ -118,7 +134,8 @@ def test_score_case_per_class_and_empty_cases():
     classes = ["background", "A", "B", "C"]  # C absent in both
     s = (1.2, 0.9, 3.0)
     out = score_case(pred, gt, classes, spacing=s)
-    assert set(out) == {"dice", "assd", "assd_mm"}
+    assert set(out) == {"dice", "assd", "assd_mm", "components"}
+    assert out["components"] == {"A": 1, "B": 0, "C": 0}  # B missed, C absent: no piece
     assert list(out["dice"]) == ["A", "B", "C"]
     assert out["dice"]["A"] == pytest.approx(100 * mb.dc(pred == 1, gt == 1))
     assert out["assd"]["A"] == pytest.approx(medpy_assd(pred == 1, gt == 1), abs=1e-6)

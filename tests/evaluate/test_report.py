@@ -40,7 +40,7 @@ def test_metrics_files_schema_and_values(tmp_path, fake_checkpoint):
     names = CLASSES[1:]
     assert [c["case"] for c in on_disk["cases"]] == ["1", "2", "3"]
     for c in on_disk["cases"]:
-        assert set(c) == {"case", "dice", "assd", "assd_mm"}
+        assert set(c) == {"case", "dice", "assd", "assd_mm", "components"}
         for m in ("dice", "assd", "assd_mm"):
             assert list(c[m]) == names
             assert all(v is None or isinstance(v, float) for v in c[m].values())
@@ -54,12 +54,16 @@ def test_metrics_files_schema_and_values(tmp_path, fake_checkpoint):
     s = on_disk["summary"]
     assert set(s) == {"dice_mean", "assd_mean", "assd_mm_mean", "per_class"}
     assert list(s["per_class"]) == names
-    keys = {"dice", "dice_std", "dice_undefined", "assd", "assd_std", "assd_mm", "assd_mm_std", "assd_failed"}
+    keys = {"dice", "dice_std", "dice_undefined", "assd", "assd_std", "assd_mm", "assd_mm_std", "assd_failed",
+            "components", "fragmented"}
     for pc in s["per_class"].values():
         assert set(pc) == keys
         assert isinstance(pc["assd_failed"], int) and isinstance(pc["dice_undefined"], int)
     lv = s["per_class"]["LV"]
     assert lv["assd_failed"] == 1 and lv["dice_undefined"] == 0
+    # one blob per structure; LV not predicted in case 3 (blanked), RV absent from case 2
+    assert [c["components"]["LV"] for c in on_disk["cases"]] == [1, 1, 0]
+    assert lv["components"] == pytest.approx(2 / 3) and lv["fragmented"] == 0
     dice_lv = [c1["dice"]["LV"], c2["dice"]["LV"], 0.0]
     assert lv["dice"] == pytest.approx(np.mean(dice_lv)) and lv["dice_std"] == pytest.approx(np.std(dice_lv))
     assert lv["assd"] == pytest.approx(np.mean([c1["assd"]["LV"], c2["assd"]["LV"]]))  # failure excluded
@@ -71,7 +75,8 @@ def test_metrics_files_schema_and_values(tmp_path, fake_checkpoint):
     assert all(isinstance(v, float) and math.isfinite(v) for v in c2["assd_mm"].values() if v is not None)
 
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert len(rows) == 3 * 3 and set(rows[0]) == {"case", "class", "dice", "assd", "assd_mm"}
+    assert len(rows) == 3 * 3 and set(rows[0]) == {"case", "class", "dice", "assd", "assd_mm", "components"}
+    assert {r["components"] for r in rows if r["case"] == "3" and r["class"] == "LV"} == {"0"}
     assert {r["assd"] for r in rows if r["case"] == "3" and r["class"] == "LV"} == {""}
     md = (out / "metrics.md").read_text()
     assert "| | MYO | LV | RV | Mean |" in md and "Dice (%)" in md and "ASSD (voxels)" in md

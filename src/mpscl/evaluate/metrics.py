@@ -20,6 +20,11 @@ Empty masks (documented choice, used by the report):
 - ``assd``: ``nan`` when either mask is empty (MedPy raises). The report counts these cases
   as ``assd_failed`` and leaves them out of the mean; it never substitutes a number.
 
+Pieces: ``components(mask)`` counts the connected pieces of a mask, voxels touching at a
+face, edge or corner being connected (``generate_binary_structure(ndim, ndim)``), so that
+thick slices do not split a structure. One structure should be one piece; more show islands
+or a label drifting onto a neighbour, which Dice hides and ASSD only averages.
+
 Speed: the surface distances only depend on the bounding box of ``P | G``; masks are cropped
 to that box plus a 1-voxel margin (so the erosion sees the same neighbourhood), which
 gives bit-identical results at a fraction of the cost on whole volumes. Within the box, the
@@ -33,7 +38,8 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy.ndimage import binary_erosion, distance_transform_edt, find_objects, generate_binary_structure
+from scipy.ndimage import (binary_erosion, distance_transform_edt, find_objects, generate_binary_structure,
+                           label as connected_label)
 from scipy.spatial import cKDTree
 
 Spacing = Optional[Union[float, Sequence[float]]]
@@ -137,6 +143,14 @@ def assd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, pooled: bool
     return _assd_pair(p[box], g[box], [s], pooled=pooled)[0]
 
 
+def components(mask: np.ndarray) -> int:
+    """The number of connected pieces of a binary mask (face, edge or corner contact; 0 if empty)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return 0
+    return int(connected_label(mask, structure=generate_binary_structure(mask.ndim, mask.ndim))[1])
+
+
 def _as_int(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.kind in "iu" else a.astype(np.intp)
 
@@ -151,8 +165,9 @@ def score_case(
 
     ``pred_ids``, ``gt_ids``: integer class ids of the same shape (0 = background, class
     ``i`` is ``classes[i]``). Returns ``{"dice": {name: %}, "assd": {name: voxels},
-    "assd_mm": {name: spacing units}}`` for ``classes[1:]``; nan as documented in this module
-    (``assd_mm`` is nan everywhere when ``spacing`` is None).
+    "assd_mm": {name: spacing units}, "components": {name: pieces of the prediction}}`` for
+    ``classes[1:]``; nan as documented in this module (``assd_mm`` is nan everywhere when
+    ``spacing`` is None).
     """
     pred_ids = np.asarray(pred_ids)
     gt_ids = np.asarray(gt_ids)
@@ -169,10 +184,11 @@ def score_case(
     pbox = find_objects(_as_int(pred_ids), max_label=k)
     gbox = find_objects(_as_int(gt_ids), max_label=k)
     isotropic = s is not None and np.all(s == s[0])
-    out: Dict[str, Dict[str, float]] = {"dice": {}, "assd": {}, "assd_mm": {}}
+    out: Dict[str, Dict[str, float]] = {"dice": {}, "assd": {}, "assd_mm": {}, "components": {}}
     for c in range(1, k + 1):
         name = classes[c]
         bp, bg = pbox[c - 1], gbox[c - 1]
+        out["components"][name] = 0 if bp is None else components(pred_ids[bp] == c)
         if bp is None and bg is None:
             out["dice"][name] = float("nan")
             out["assd"][name] = out["assd_mm"][name] = float("nan")

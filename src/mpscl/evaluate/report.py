@@ -4,11 +4,16 @@ Every case is predicted whole (every slice), probabilities are resized back to t
 in-plane size, and Dice/ASSD are computed in 3D against ``label_orig`` in the original voxel
 grid with the case spacing. ``metrics.json``::
 
-    {"cases": [{"case": "1003", "dice": {CLASS: %}, "assd": {CLASS: voxels}, "assd_mm": {CLASS: mm}}],
+    {"cases": [{"case": "1003", "dice": {CLASS: %}, "assd": {CLASS: voxels}, "assd_mm": {CLASS: mm},
+                "components": {CLASS: pieces}}],
      "summary": {"dice_mean": %, "assd_mean": voxels, "assd_mm_mean": mm,
                  "per_class": {CLASS: {"dice": %, "dice_std": %, "dice_undefined": n,
                                        "assd": voxels, "assd_std": voxels,
-                                       "assd_mm": mm, "assd_mm_std": mm, "assd_failed": n}}}}
+                                       "assd_mm": mm, "assd_mm_std": mm, "assd_failed": n,
+                                       "components": mean pieces, "fragmented": n}}}}
+
+``components``: connected pieces of the predicted structure in the case (``metrics.components``;
+0 when it is not predicted); ``fragmented``: the cases where it is more than one piece.
 
 Undefined values are ``null``: an ASSD needs both masks non-empty; a case without one is
 counted in ``assd_failed`` and left out of the ASSD mean (the authors' code silently put 1
@@ -58,6 +63,10 @@ def summarise(case_records: List[Dict[str, Any]], names: Sequence[str]) -> Dict[
             "assd": a, "assd_std": a_sd, "assd_mm": mm, "assd_mm_std": mm_sd,
             "assd_failed": sum(1 for v in col["assd"] if v is None or math.isnan(v)),
         }
+        pieces = [r["components"][name] for r in case_records if "components" in r]
+        if pieces:  # records of older metrics.json files have none
+            per_class[name]["components"] = float(np.mean(pieces))
+            per_class[name]["fragmented"] = sum(1 for n in pieces if n > 1)
     return {
         "dice_mean": _nan_stats([per_class[n]["dice"] for n in names])[0],
         "assd_mean": _nan_stats([per_class[n]["assd"] for n in names])[0],
@@ -85,14 +94,16 @@ def _fmt(v: Optional[float], digits: int = 2) -> str:
 
 
 def metrics_csv(metrics: Dict[str, Any]) -> str:
-    """One row per case x class: case, class, dice (%), assd (voxels), assd_mm; empty = undefined."""
+    """One row per case x class: case, class, dice (%), assd (voxels), assd_mm, components
+    (pieces of the prediction); empty = undefined."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["case", "class", "dice", "assd", "assd_mm"])
+    w.writerow(["case", "class", "dice", "assd", "assd_mm", "components"])
     for rec in metrics["cases"]:
         for name in rec["dice"]:
             w.writerow([rec["case"], name] + ["" if rec[m][name] is None else repr(float(rec[m][name]))
-                                              for m in METRICS])
+                                              for m in METRICS]
+                       + [rec.get("components", {}).get(name, "")])
     return buf.getvalue()
 
 
@@ -114,9 +125,19 @@ def metrics_markdown(metrics: Dict[str, Any], title: str = "Evaluation") -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(m)} ({_fmt(sd)}) |")
     lines.append("| ASSD failed (cases) | " + " | ".join(str(pc[n]["assd_failed"]) for n in names)
                  + f" | {sum(pc[n]['assd_failed'] for n in names)} |")
+    pieces = all("components" in pc[n] for n in names)
+    if pieces:
+        lines.append("| Pieces per case | " + " | ".join(_fmt(pc[n]["components"]) for n in names)
+                     + f" | {_fmt(float(np.mean([pc[n]['components'] for n in names])))} |")
+        lines.append("| Fragmented (cases) | " + " | ".join(str(pc[n]["fragmented"]) for n in names)
+                     + f" | {sum(pc[n]['fragmented'] for n in names)} |")
     lines += ["", "ASSD failed: the prediction or the label of that structure is empty, so no "
               "surface distance exists; such cases are left out of the ASSD means (never set to a "
-              "number).", "", "## Per case", ""]
+              "number)."]
+    if pieces:
+        lines += ["Pieces: connected pieces of the predicted structure (face, edge or corner "
+                  "contact); fragmented: cases where it is more than one piece."]
+    lines += ["", "## Per case", ""]
     head = [f"Dice {n}" for n in names] + [f"ASSD {n}" for n in names]
     lines += ["| Case | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for r in cases:

@@ -1,11 +1,12 @@
 """Score finished validation runs another way, without training (issue 14): the mean
-teacher's weights instead of the student's (``--teacher``, sixteenth round), and/or
-test-time flips (``--tta``, ``mpscl evaluate --tta``).
+teacher's weights instead of the student's (``--teacher``, sixteenth round), test-time
+flips (``--tta``, ``mpscl evaluate --tta``) and/or each structure's largest connected piece
+only (``--largest-component``, ``mpscl evaluate --largest-component``).
 
 A run with ``mpscl.self_training_teacher`` in (0, 1) keeps, in ``RUN/mpscl/final.pt``, the
 teacher: an exponential moving average of the segmenter's weights. Runs are scored on the
 suite's VALIDATION cases (LGE 1-5, phantom cases 1-3), exactly as ``appearance_validation.py``
-scores the run's final model, into RESULTS/<suite>/<run>-teacher (-tta, -teacher-tta)/seed<k>/
+scores the run's final model, into RESULTS/<suite>/<run>-teacher (-tta, -lcc, -teacher-tta...)/seed<k>/
 (metrics.*, run.json), which ``validation_rule.py`` reads:
 
     python benchmarks/rescore_validation.py --teacher --suite mscmrseg19 \\
@@ -44,19 +45,20 @@ def teacher_of(run: Path) -> torch.nn.Module:
 
 
 def score(suite: str, run_name: str, seed: int, work: Path, results: Path, teacher: bool = False,
-          tta: bool = False) -> float:
+          tta: bool = False, largest_component: bool = False) -> float:
     run = work / "appearance-runs" / suite / run_name / f"seed{seed}"
     model = teacher_of(run) if teacher else None
-    name = run_name + ("-teacher" if teacher else "") + ("-tta" if tta else "")
+    name = run_name + ("-teacher" if teacher else "") + ("-tta" if tta else "") + ("-lcc" if largest_component else "")
     size = load_checkpoint(run / "final.pt")["config"]["data"]["size"]
     dirs = prepare_builtin(BUILTIN[suite], work, size, SHARED)
     res = results / suite / name / f"seed{seed}"
     res.mkdir(parents=True, exist_ok=True)
     m = evaluate_checkpoint(run / "final.pt", dirs["target"], res, cases=VAL_CASES[suite], progress=False,
-                            per_case=None if model is None else (lambda loaded, image: model), tta=tta)
+                            per_case=None if model is None else (lambda loaded, image: model), tta=tta,
+                            largest_component=largest_component)
     base = json.loads((results / suite / run_name / f"seed{seed}" / "run.json").read_text())
     scored = ("the mean teacher's weights (RUN/mpscl/final.pt 'teacher')" if teacher else "the final model") \
-        + (", test-time flips" if tta else "")
+        + (", test-time flips" if tta else "") + (", largest component" if largest_component else "")
     info = {"suite": suite, "run": name, "method": base["method"], "seed": seed, "sets": base["sets"],
             "scored": scored, "val_cases": VAL_CASES[suite], "train_seconds": 0.0, "git_commit": _git_commit(),
             "machine": machine_line(), "amp": base.get("amp"), "dice_mean": m["summary"]["dice_mean"]}
@@ -72,14 +74,17 @@ def main(argv=None) -> int:
     ap.add_argument("--run", required=True, help="a finished appearance_validation.py run")
     ap.add_argument("--teacher", action="store_true", help="score the run's mean teacher (it must keep one)")
     ap.add_argument("--tta", action="store_true", help="test-time flips (mpscl evaluate --tta)")
+    ap.add_argument("--largest-component", action="store_true",
+                    help="each structure's largest connected piece only (mpscl evaluate --largest-component)")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--work", type=Path, default=Path("bench_work"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/validation-3600"))
     a = ap.parse_args(argv)
-    if not (a.teacher or a.tta):
-        ap.error("nothing to score differently: pass --teacher and/or --tta")
+    if not (a.teacher or a.tta or a.largest_component):
+        ap.error("nothing to score differently: pass --teacher, --tta and/or --largest-component")
     for k in (int(s) for s in a.seeds.split(",")):
-        score(a.suite, a.run, k, a.work, a.results, teacher=a.teacher, tta=a.tta)
+        score(a.suite, a.run, k, a.work, a.results, teacher=a.teacher, tta=a.tta,
+              largest_component=a.largest_component)
     return 0
 
 

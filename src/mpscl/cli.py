@@ -90,10 +90,14 @@ TTA_HELP = ("test-time flips: average the softmax over each slice and its three 
             "(4 forward passes)")
 
 
+LCC_HELP = "keep only the largest connected piece of each structure (the others become background)"
+
+
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_checkpoint
     res = evaluate_checkpoint(args.checkpoint, args.data, args.out, cases=args.cases,
-                              batch_size=args.batch_size, device=args.device, tta=args.tta)
+                              batch_size=args.batch_size, device=args.device, tta=args.tta,
+                              largest_component=args.largest_component)
     s = res["summary"]
     assd = "n/a" if s["assd_mean"] is None else f"{s['assd_mean']:.2f} voxels"
     print(f"mean Dice {s['dice_mean']:.2f}%  mean ASSD {assd}  -> {args.out}")
@@ -102,7 +106,8 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     from .evaluate import predict_files
     for p in predict_files(args.checkpoint, args.inputs, args.output, batch_size=args.batch_size,
-                           device=args.device, overwrite=args.overwrite, tta=args.tta):
+                           device=args.device, overwrite=args.overwrite, tta=args.tta,
+                           largest_component=args.largest_component):
         print(p)
 
 
@@ -248,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
+    p.add_argument("--largest-component", action="store_true", help=LCC_HELP)
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment NIfTI volumes; label maps in the input geometry")
@@ -260,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help=TTA_HELP + "; default: on when the checkpoint was trained on flipped slices "
                    "(data.augment, as in --preset cpu), else off")
+    p.add_argument("--largest-component", action="store_true", help=LCC_HELP)
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("bench-speed", help="iterations/s and peak memory of the MPSCL iteration: "

@@ -85,6 +85,19 @@ def test_predict_uses_flips_when_the_checkpoint_was_trained_on_them(tmp_path, fa
     assert seen == [bool(augment), False]
 
 
+def test_cli_predict_keeps_the_largest_component(tmp_path, fake_checkpoint):
+    from mpscl.cli import main
+    from mpscl.evaluate.postprocess import keep_largest_component
+    ids = _ids((16, 16, 7))  # the row of class 3 at [0, 0, :] is an island apart from its blob
+    src = _write_image(tmp_path / "ct_1.nii.gz", ids, _affine((0.7, 0.8, 2.5)))
+    assert main(["predict", "--checkpoint", str(fake_checkpoint["path"]), str(src), "-o", str(tmp_path / "pred"),
+                 "--device", "cpu", "--largest-component"]) in (0, None)
+    labels = np.asarray(nib.load(tmp_path / "pred" / "ct_1.nii.gz").dataobj)
+    expect = keep_largest_component(ids, len(LABEL_VALUES))
+    assert not np.array_equal(expect, ids) and (expect[0, 0, :] == 0).all()
+    np.testing.assert_array_equal(labels, np.asarray(LABEL_VALUES)[expect])
+
+
 def test_resized_other_axis_and_scaled_input(tmp_path, fake_checkpoint):
     fake_checkpoint["ckpt"]["axis"] = 1  # the model was trained on slices along axis 1
     ids = _ids((22, 5, 19))

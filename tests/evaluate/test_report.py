@@ -8,7 +8,7 @@ import torch
 
 from mpscl.evaluate import EvaluateError, evaluate_checkpoint
 
-from evaluate_helpers import CLASSES, blob_labels, make_dataset
+from evaluate_helpers import CLASSES, blob_labels, encode, make_dataset
 
 
 def _cases():
@@ -138,3 +138,18 @@ def test_class_mismatch_and_unlabelled_are_refused(tmp_path, fake_checkpoint):
     with pytest.raises(EvaluateError, match="no labels"):
         evaluate_checkpoint(fake_checkpoint["path"], unlab, tmp_path / "e", device="cpu", progress=False)
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_largest_component_drops_an_island_before_scoring(tmp_path, fake_checkpoint):
+    lab = blob_labels((16, 16, 4), [(6, 6, 2)], [(3, 3, 2)])  # one MYO blob (class 1)
+    data = make_dataset(tmp_path / "d", {"1": (lab, (1.0, 1.0, 2.0))})
+    z = dict(np.load(data / "cases" / "1.npz"))
+    z["image"][0, 14, 14] = encode(np.ones((1,), np.uint8), len(CLASSES))[0]  # an island the model calls MYO
+    np.savez_compressed(data / "cases" / "1.npz", **z)
+    plain = evaluate_checkpoint(fake_checkpoint["path"], data, tmp_path / "a", device="cpu", progress=False)
+    kept = evaluate_checkpoint(fake_checkpoint["path"], data, tmp_path / "b", device="cpu", progress=False,
+                               largest_component=True)
+    assert plain["cases"][0]["components"]["MYO"] == 2 and plain["cases"][0]["dice"]["MYO"] < 100.0
+    assert kept["cases"][0]["components"]["MYO"] == 1 and kept["cases"][0]["dice"]["MYO"] == 100.0
+    assert kept["postprocess"] == "largest-component" and "postprocess" not in plain
+    assert "largest component" in (tmp_path / "b" / "metrics.md").read_text().splitlines()[0]

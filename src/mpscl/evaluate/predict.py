@@ -18,6 +18,7 @@ from ..data import read_nifti, write_label_nifti
 from ..data.prepare import normalise, resize_slices, to_slices
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
+from .postprocess import keep_largest_component
 
 PathLike = Union[str, Path]
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -75,6 +76,7 @@ def predict_files(
     amp: bool = False,
     progress: bool = True,
     tta: Optional[bool] = None,
+    largest_component: bool = False,
 ) -> List[Path]:
     """Segment each NIfTI in ``inputs``; returns the written label files, in input order.
 
@@ -86,6 +88,8 @@ def predict_files(
     when the checkpoint was trained on flipped slices (:func:`trained_on_flips`). For the CPU
     recipe they added 1-3 points of Dice on every validation suite (benchmarks/README.md,
     "Test-time flips"); a network that never saw a flipped heart is not shown one.
+    ``largest_component``: each structure keeps only its largest connected piece
+    (``postprocess.keep_largest_component``).
     """
     from tqdm.auto import tqdm
 
@@ -125,5 +129,7 @@ def predict_files(
             slices = resize_slices(slices, int(size), "image")
         ids = predict_volume(model, slices, batch_size=batch_size, device=dev, amp=amp,
                              out_shape=vol.data.shape, axis=axis, tta=tta)
+        if largest_component:
+            ids = keep_largest_component(ids, len(values))
         written.append(write_label_nifti(dst, values[ids], vol))
     return written

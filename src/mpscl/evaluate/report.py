@@ -38,6 +38,7 @@ from ..data import PreparedDataset, from_slices
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
 from .metrics import score_case
+from .postprocess import keep_largest_component
 
 METRICS = ("dice", "assd", "assd_mm")
 
@@ -174,6 +175,7 @@ def evaluate_checkpoint(
     progress: bool = True,
     per_case: Optional[Callable[[Any, np.ndarray], Any]] = None,
     tta: bool = False,
+    largest_component: bool = False,
 ) -> Dict[str, Any]:
     """Predict and score every selected case of a labelled prepared dataset.
 
@@ -191,6 +193,9 @@ def evaluate_checkpoint(
             change it in place (copy it first, as ``adabn_validation.py --per-volume`` does).
         tta: test-time flips (``predict_volume``); recorded as ``"tta": "flips"`` in
             metrics.json and named in the report's title.
+        largest_component: each structure keeps only its largest connected piece in the
+            original grid before scoring (``postprocess.keep_largest_component``); recorded as
+            ``"postprocess": "largest-component"``.
 
     Returns the metrics dict exactly as written to metrics.json (undefined values as None).
     Raises :class:`EvaluateError` when the dataset is unlabelled or its classes differ
@@ -224,12 +229,17 @@ def evaluate_checkpoint(
         case_model = model if per_case is None else per_case(model, case["image"])
         pred = from_slices(predict_volume(case_model, case["image"], batch_size=batch_size, device=dev,
                                           amp=amp, out_shape=plane, input_size=size, tta=tta), meta)
+        if largest_component:
+            pred = keep_largest_component(pred, len(classes))
         scores = score_case(pred, gt, classes, meta.get("spacing"))
         records.append({"case": str(cid), **scores})
 
     metrics = {"cases": records, "summary": summarise(records, classes[1:])}
     if tta:
         metrics["tta"] = "flips"
+    if largest_component:
+        metrics["postprocess"] = "largest-component"
+    notes = [n for n, on in (("test-time flips", tta), ("largest component", largest_component)) if on]
     write_reports(metrics, out_dir, title=f"Evaluation of {checkpoint} on {data_dir}"
-                  + (" (test-time flips)" if tta else ""))
+                  + (f" ({', '.join(notes)})" if notes else ""))
     return to_json_ready(metrics)

@@ -11,9 +11,9 @@ from typing import Dict
 
 import torch
 
+from ..evaluate.inference import FLIPS, averaged_softmax
 from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
                       segmentation_loss)
-from ..evaluate.inference import FLIPS, averaged_softmax
 from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .adversarial_gate import discriminator_error
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
@@ -232,8 +232,8 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
     t.stats["st_selected"] = (labels >= 0).float().mean().item()
     # the same share among the pixels the labels' network calls foreground (class > 0): the
     # background dominates st_selected, and label quality matters on the structures
-    fg = probs.argmax(dim=1) > 0
-    t.stats["st_selected_fg"] = ((labels > 0) & fg).sum().item() / max(int(fg.sum()), 1)
+    fg = int((probs.argmax(dim=1) > 0).sum())  # labels > 0 are a subset of these pixels
+    t.stats["st_selected_fg"] = int((labels > 0).sum()) / max(fg, 1)
     logits = main_t
     if c.self_training_view == "randomised":
         with t.autocast():

@@ -1,0 +1,87 @@
+"""Per-class quality of an MPSCL run's self-training labels on labelled VALIDATION cases.
+
+    python benchmarks/self_training_quality.py RUN PREPARED_TARGET --cases 1-5 [--flips]
+
+At the run's end (RUN/final.pt: the student and its EMA prototypes; RUN/mpscl/final.pt: the
+mean teacher, when the run keeps one) the labels the MPSCL stage would train on are made for
+every slice of the cases, as ``mpscl.self_training*`` of the run's config makes them (teacher
+softmax, threshold, agreement with the prototype pseudo-label; ``--flips``: the teacher's
+softmax averaged over the flips). Per class: the share of the pixels the labels' network calls
+that class which become labels (``kept``, measurable without target labels) and the precision
+of those labels against the truth. A diagnostic for a weight that follows the labels' quality:
+does ``kept`` track precision across classes and suites? Use only the providers' validation
+cases (LGE 1-5; phantom cases 1-3).
+"""
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+
+from mpscl.adapt.prototypes import pseudo_label
+from mpscl.adapt.steps import self_training_labels
+from mpscl.checkpoint import load_checkpoint, load_model
+from mpscl.data import PreparedDataset
+from mpscl.evaluate.inference import FLIPS, averaged_softmax
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("target", type=Path)
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--flips", action="store_true")
+    ap.add_argument("--threshold", type=float, help="instead of the run's mpscl.self_training_threshold")
+    ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
+                    "of the argmax, per slice (2d) or per case volume (3d)")
+    a = ap.parse_args()
+    ds = PreparedDataset(a.target)
+    cases = [ds.case(c) for c in ds.select(a.cases)]
+    x = torch.cat([torch.from_numpy(c["image"]) for c in cases])[:, None]
+    y = torch.cat([torch.from_numpy(c["label"]).long() for c in cases])
+    student, meta = load_model(a.run / "final.pt")
+    c = meta["config"]["mpscl"]
+    state = load_checkpoint(a.run / "mpscl" / "final.pt").get("teacher")
+    teacher = copy.deepcopy(student)
+    if state:
+        teacher.load_state_dict(state)
+    teacher.eval()
+    names = [str(n) for n in meta["classes"]]
+    labels = []
+    with torch.no_grad():
+        for i in range(0, len(x), 16):
+            xb = x[i:i + 16]
+            probs = averaged_softmax(teacher, xb, torch.device("cpu"), False, FLIPS if a.flips else ((),))
+            pl, _ = pseudo_label(student(xb)[0].float(), meta["prototypes"], c["threshold"])
+            thr = c["self_training_threshold"] if a.threshold is None else a.threshold
+            labels.append((probs.argmax(1), self_training_labels(probs, pl, thr, c["self_training_agree"])))
+    pred = torch.cat([p for p, _ in labels])
+    lab = torch.cat([q for _, q in labels])
+    if a.largest:
+        import numpy as np
+        from mpscl.evaluate.postprocess import keep_largest_component
+        ids = pred.numpy()
+        if a.largest == "2d":
+            kept_ids = np.stack([keep_largest_component(s, len(names)) for s in ids])
+        else:
+            bounds = np.cumsum([0] + [len(c["image"]) for c in cases])
+            kept_ids = np.concatenate([keep_largest_component(ids[b:e], len(names))
+                                       for b, e in zip(bounds[:-1], bounds[1:])])
+        lab = torch.where(torch.from_numpy(kept_ids) == pred, lab, torch.full_like(lab, -1))
+    thr = c["self_training_threshold"] if a.threshold is None else a.threshold
+    print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
+          f"cases {a.cases}")
+    print("| class | predicted px | kept | precision of kept | recall of kept | true classes of kept |")
+    print("|---|---|---|---|---|---|")
+    for k, n in enumerate(names):
+        p, kept, truth = pred == k, lab == k, y == k
+        prec = (kept & truth).sum().item() / max(kept.sum().item(), 1)
+        rec = (kept & truth).sum().item() / max(truth.sum().item(), 1)
+        truths = torch.bincount(y[kept], minlength=len(names)).tolist()
+        share = ", ".join(f"{names[j]} {v / max(sum(truths), 1):.2f}" for j, v in enumerate(truths) if v)
+        print(f"| {n} | {p.sum().item()} | {kept.sum().item() / max(p.sum().item(), 1):.2f} | {prec:.2f} | {rec:.2f} "
+              f"| {share} |")
+
+
+if __name__ == "__main__":
+    main()

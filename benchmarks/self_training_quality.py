@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--cases", required=True)
     ap.add_argument("--flips", action="store_true")
     ap.add_argument("--threshold", type=float, help="instead of the run's mpscl.self_training_threshold")
+    ap.add_argument("--gin-agree", type=int, default=0, metavar="N",
+                    help="keep labels only where the teacher's argmax on N random-network (GIN) views agrees")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -54,7 +56,14 @@ def main():
             probs = averaged_softmax(teacher, xb, torch.device("cpu"), False, FLIPS if a.flips else ((),))
             pl, _ = pseudo_label(student(xb)[0].float(), meta["prototypes"], c["threshold"])
             thr = c["self_training_threshold"] if a.threshold is None else a.threshold
-            labels.append((probs.argmax(1), self_training_labels(probs, pl, thr, c["self_training_agree"])))
+            q = self_training_labels(probs, pl, thr, c["self_training_agree"])
+            for v in range(a.gin_agree):
+                from mpscl.data import appearance
+                g = torch.Generator().manual_seed(1000 * i + v)
+                view = torch.stack([appearance.random_conv(s, g) for s in xb])
+                other = teacher(view)[-1].argmax(1)
+                q = torch.where(other == probs.argmax(1), q, torch.full_like(q, -1))
+            labels.append((probs.argmax(1), q))
     pred = torch.cat([p for p, _ in labels])
     lab = torch.cat([q for _, q in labels])
     if a.largest:

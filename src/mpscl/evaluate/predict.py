@@ -86,7 +86,7 @@ def predict_files(
     all are checked before anything is computed. Files are written atomically. ``tta``:
     test-time flips (``predict_volume``), four forward passes per slice; None (default): on
     when the checkpoint was trained on flipped slices (:func:`trained_on_flips`). For the CPU
-    recipe they added 1-3 points of Dice on every validation suite (benchmarks/README.md,
+    recipe they added 1-3 points of mean Dice in every validation suite (benchmarks/README.md,
     "Test-time flips"); a network that never saw a flipped heart is not shown one.
     ``largest_component``: each structure keeps only its largest connected piece
     (``postprocess.keep_largest_component``).
@@ -120,7 +120,8 @@ def predict_files(
         tta = trained_on_flips(ckpt)
 
     written = []
-    for src, dst in tqdm(list(zip(inputs, paths)), desc="predict" + (" (test-time flips)" if tta else ""), unit="volume", disable=not progress):
+    desc = "predict" + (" (test-time flips)" if tta else "")
+    for src, dst in tqdm(list(zip(inputs, paths)), desc=desc, unit="volume", disable=not progress):
         # exactly the prepare-time pipeline (mpscl.data.prepare), then back to the input grid
         vol = read_nifti(src)
         image, _ = normalise(vol.data, str(src))

@@ -83,6 +83,18 @@ def test_training_curves_from_jsonl(tmp_path):
 
 
 @pytest.mark.slow
+def test_training_curves_of_a_full_mpscl_log_lay_out_without_warnings(tmp_path):
+    import warnings
+    keys = ["seg_src", "seg_src_aux", "adv", "adv_aux", "mpcl_src", "mpcl_trg", "st_trg", "d_main", "d_aux",
+            "selected", "st_selected", "st_selected_fg", "sec_per_iter", "lr"]  # an MPSCL stage's log
+    recs = [{"iter": i, "stage": st, **{k: 1.0 / (1 + i + j) for j, k in enumerate(keys)}}
+            for st in ("warmup", "mpscl") for i in range(10, 200, 10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. constrained layout giving up on a crowded panel
+        _check_png(training_curves(recs, tmp_path / "curves.png"))
+
+
+@pytest.mark.slow
 def test_collect_features_and_tsne(tmp_path):
     rng = np.random.default_rng(0)
     src_ids = blob_labels((4, 32, 32), [(2, 10, 10), (2, 22, 20), (2, 12, 24)], [(3, 6, 6), (3, 6, 6), (3, 5, 5)])

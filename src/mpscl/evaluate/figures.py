@@ -180,10 +180,12 @@ def training_curves(log: Union[PathLike, Iterable[Mapping[str, Any]]], path: Pat
         raise ValueError("training_curves: the log holds no numeric values")
     panels: Dict[str, List[str]] = {}
     for k in keys:
-        panels.setdefault(k.split("/")[0] if "/" in k else "other", []).append(k)
+        panels.setdefault(_panel_of(k), []).append(k)
     stages = list(dict.fromkeys(str(r.get("stage", "")) for r in recs))
-    fig = _figure(7.0, 2.6 * len(panels))
-    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    # each panel tall enough for its legend (one entry per key and stage)
+    heights = [max(2.6, 0.2 * len(pkeys) * len(stages)) for pkeys in panels.values()]
+    fig = _figure(7.0, sum(heights))
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
     for ax, (panel, pkeys) in zip(axes, panels.items()):
         for k in pkeys:
             for st in stages:
@@ -200,8 +202,22 @@ def training_curves(log: Union[PathLike, Iterable[Mapping[str, Any]]], path: Pat
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: never over a curve
     return _save(fig, path)
+
+
+def _panel_of(key: str) -> str:
+    """The panel of a log key: its prefix (``loss/seg`` -> ``loss``), else by kind: shares of
+    selected pixels, the learning rate, time, and every other value (the loss terms)."""
+    if "/" in key:
+        return key.split("/")[0]
+    if "selected" in key:
+        return "selected share"
+    if key == "lr":
+        return "learning rate"
+    if key.startswith("sec"):
+        return "seconds per iteration"
+    return "losses"
 
 
 # --------------------------------------------------------------------------- features / t-SNE

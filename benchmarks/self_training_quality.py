@@ -8,7 +8,8 @@ every slice of the cases, as ``mpscl.self_training*`` of the run's config makes 
 softmax, threshold, agreement with the prototype pseudo-label; ``--flips``: the teacher's
 softmax averaged over the flips). Per class: the share of the pixels the labels' network calls
 that class which become labels (``kept``, measurable without target labels) and the precision
-of those labels against the truth. A diagnostic for a weight that follows the labels' quality:
+of those labels against the truth. Both networks run in eval mode (running BatchNorm
+statistics), where training computes the student's features with the batch's. A diagnostic for a weight that follows the labels' quality:
 does ``kept`` track precision across classes and suites? Use only the providers' validation
 cases (LGE 1-5; phantom cases 1-3).
 """
@@ -16,13 +17,15 @@ import argparse
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mpscl.adapt.prototypes import pseudo_label
 from mpscl.adapt.steps import self_training_labels
 from mpscl.checkpoint import load_checkpoint, load_model
-from mpscl.data import PreparedDataset
+from mpscl.data import PreparedDataset, appearance
 from mpscl.evaluate.inference import FLIPS, averaged_softmax
+from mpscl.evaluate.postprocess import keep_largest_component
 
 
 def main():
@@ -58,7 +61,6 @@ def main():
             thr = c["self_training_threshold"] if a.threshold is None else a.threshold
             q = self_training_labels(probs, pl, thr, c["self_training_agree"])
             for v in range(a.gin_agree):
-                from mpscl.data import appearance
                 g = torch.Generator().manual_seed(1000 * i + v)
                 view = torch.stack([appearance.random_conv(s, g) for s in xb])
                 other = teacher(view)[-1].argmax(1)
@@ -67,13 +69,11 @@ def main():
     pred = torch.cat([p for p, _ in labels])
     lab = torch.cat([q for _, q in labels])
     if a.largest:
-        import numpy as np
-        from mpscl.evaluate.postprocess import keep_largest_component
         ids = pred.numpy()
         if a.largest == "2d":
             kept_ids = np.stack([keep_largest_component(s, len(names)) for s in ids])
         else:
-            bounds = np.cumsum([0] + [len(c["image"]) for c in cases])
+            bounds = np.cumsum([0] + [len(case["image"]) for case in cases])
             kept_ids = np.concatenate([keep_largest_component(ids[b:e], len(names))
                                        for b, e in zip(bounds[:-1], bounds[1:])])
         lab = torch.where(torch.from_numpy(kept_ids) == pred, lab, torch.full_like(lab, -1))

@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--threshold", type=float, help="instead of the run's mpscl.self_training_threshold")
     ap.add_argument("--gin-agree", type=int, default=0, metavar="N",
                     help="keep labels only where the teacher's argmax on N random-network (GIN) views agrees")
+    ap.add_argument("--myo-near-lv", type=int, default=0, metavar="R",
+                    help="keep MYO labels only within R pixels of the teacher's LV cavity in the slice")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -77,6 +79,11 @@ def main():
             kept_ids = np.concatenate([keep_largest_component(ids[b:e], len(names))
                                        for b, e in zip(bounds[:-1], bounds[1:])])
         lab = torch.where(torch.from_numpy(kept_ids) == pred, lab, torch.full_like(lab, -1))
+    if a.myo_near_lv:
+        from scipy.ndimage import binary_dilation
+        myo, lv = names.index("MYO"), next(i for i, n in enumerate(names) if n in ("LV", "LVC"))
+        near = np.stack([binary_dilation(s == lv, iterations=a.myo_near_lv) for s in pred.numpy()])
+        lab = torch.where((lab == myo) & ~torch.from_numpy(near), torch.full_like(lab, -1), lab)
     thr = c["self_training_threshold"] if a.threshold is None else a.threshold
     print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
           f"cases {a.cases}")

@@ -54,13 +54,13 @@ def main():
         teacher.load_state_dict(state)
     teacher.eval()
     names = [str(n) for n in meta["classes"]]
+    thr = c["self_training_threshold"] if a.threshold is None else a.threshold
     labels = []
     with torch.no_grad():
         for i in range(0, len(x), 16):
             xb = x[i:i + 16]
             probs = averaged_softmax(teacher, xb, torch.device("cpu"), False, FLIPS if a.flips else ((),))
             pl, _ = pseudo_label(student(xb)[0].float(), meta["prototypes"], c["threshold"])
-            thr = c["self_training_threshold"] if a.threshold is None else a.threshold
             q = self_training_labels(probs, pl, thr, c["self_training_agree"])
             for v in range(a.gin_agree):
                 g = torch.Generator().manual_seed(1000 * i + v)
@@ -84,7 +84,6 @@ def main():
         myo, lv = names.index("MYO"), next(i for i, n in enumerate(names) if n in ("LV", "LVC"))
         near = np.stack([binary_dilation(s == lv, iterations=a.myo_near_lv) for s in pred.numpy()])
         lab = torch.where((lab == myo) & ~torch.from_numpy(near), torch.full_like(lab, -1), lab)
-    thr = c["self_training_threshold"] if a.threshold is None else a.threshold
     print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
           f"cases {a.cases}")
     print("| class | predicted px | kept | precision of kept | recall of kept | true classes of kept |")

@@ -143,12 +143,18 @@ def assd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, pooled: bool
     return _assd_pair(p[box], g[box], [s], pooled=pooled)[0]
 
 
-def components(mask: np.ndarray) -> int:
-    """The number of connected pieces of a binary mask (face, edge or corner contact; 0 if empty)."""
+def connected_pieces(mask: np.ndarray) -> Tuple[np.ndarray, int]:
+    """``(labels, n)``: each connected piece of a binary mask numbered 1..n (face, edge or
+    corner contact), 0 outside; the one connectivity of ``components`` and the post-processing."""
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return 0
-    return int(connected_label(mask, structure=generate_binary_structure(mask.ndim, mask.ndim))[1])
+    labels, n = connected_label(mask, structure=generate_binary_structure(mask.ndim, mask.ndim))
+    return labels, int(n)
+
+
+def components(mask: np.ndarray) -> int:
+    """The number of connected pieces of a binary mask (0 if empty)."""
+    mask = np.asarray(mask, dtype=bool)
+    return connected_pieces(mask)[1] if mask.any() else 0
 
 
 def _as_int(a: np.ndarray) -> np.ndarray:

@@ -9,7 +9,9 @@ is an option (``--largest-component``) measured on validation (benchmarks/README
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import find_objects, generate_binary_structure, label as connected_label
+from scipy.ndimage import find_objects
+
+from .metrics import connected_pieces
 
 
 def keep_largest_component(ids: np.ndarray, num_classes: int) -> np.ndarray:
@@ -17,13 +19,12 @@ def keep_largest_component(ids: np.ndarray, num_classes: int) -> np.ndarray:
     largest connected piece (ties: the piece found first in C order); background stays."""
     ids = np.asarray(ids)
     out = ids.copy()
-    structure = generate_binary_structure(ids.ndim, ids.ndim)
     boxes = find_objects(ids.astype(np.intp, copy=False), max_label=num_classes - 1)
     for c, box in enumerate(boxes, start=1):
         if box is None:
             continue
         mask = ids[box] == c
-        pieces, n = connected_label(mask, structure=structure)
+        pieces, n = connected_pieces(mask)
         if n < 2:
             continue
         sizes = np.bincount(pieces.ravel(), minlength=n + 1)

@@ -136,6 +136,12 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true"]),
     "mpscl-gin-long2x-st-mt995-flips-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true", "mpscl.self_training=1.0"]),
+    # nineteenth round: labels kept only where the teacher's argmax keeps the anatomy learnt
+    # from the source labels (adapt/anatomy.py), alone and on top of the flipped labels
+    "mpscl-gin-long2x-st-mt995-anat": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_anatomy=true"]),
+    "mpscl-gin-long2x-st-mt995-flips-anat": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true", "mpscl.self_training_anatomy=true"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

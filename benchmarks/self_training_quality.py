@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mpscl.adapt.anatomy import filter_labels, learn_rules
 from mpscl.adapt.prototypes import pseudo_label
 from mpscl.adapt.steps import self_training_labels
 from mpscl.checkpoint import load_checkpoint, load_model
@@ -39,6 +40,9 @@ def main():
                     help="keep labels only where the teacher's argmax on N random-network (GIN) views agrees")
     ap.add_argument("--myo-near-lv", type=int, default=0, metavar="R",
                     help="keep MYO labels only within R pixels of the teacher's LV cavity in the slice")
+    ap.add_argument("--anatomy", type=Path, metavar="PREPARED_SOURCE",
+                    help="drop labels where the teacher's argmax breaks the anatomical rules learnt from "
+                    "this source dataset's labels (mpscl.adapt.anatomy)")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -79,6 +83,11 @@ def main():
             kept_ids = np.concatenate([keep_largest_component(ids[b:e], len(names))
                                        for b, e in zip(bounds[:-1], bounds[1:])])
         lab = torch.where(torch.from_numpy(kept_ids) == pred, lab, torch.full_like(lab, -1))
+    if a.anatomy:
+        src = PreparedDataset(a.anatomy)
+        rules = learn_rules(np.concatenate([src.case(k)["label"] for k in src.select(None)]), len(names), names)
+        print("rules:", "; ".join(rules.describe()))
+        lab = filter_labels(lab, pred, rules)
     if a.myo_near_lv:
         from scipy.ndimage import binary_dilation
         myo, lv = names.index("MYO"), next(i for i, n in enumerate(names) if n in ("LV", "LVC"))

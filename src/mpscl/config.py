@@ -150,6 +150,9 @@ class MPSCLConfig:
     # double flips, each flipped back (what `--tta` scores), before the threshold; needs the
     # teacher (the student's extra views would move its BatchNorm statistics)
     self_training_flips: bool = False
+    # drop labels where the teacher's argmax breaks anatomical rules learnt from the source
+    # labels (which class lies near which, inside which, how thick: adapt/anatomy.py)
+    self_training_anatomy: bool = False
     # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
     # channels) between the layer4 features and the contrastive loss, prototypes and
     # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines

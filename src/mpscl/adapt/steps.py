@@ -16,6 +16,7 @@ from ..losses import (discriminator_loss, entropy_map, generator_adversarial_los
                       segmentation_loss)
 from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .adversarial_gate import discriminator_error
+from .anatomy import filter_labels
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
 Terms = Dict[str, torch.Tensor]
@@ -229,6 +230,8 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
         probs = torch.softmax(main_t.detach().float(), dim=1)
     labels = self_training_labels(probs, proto_labels, c.self_training_threshold, c.self_training_agree,
                                   c.self_training_class_fraction)
+    if t.anatomy is not None:
+        labels = filter_labels(labels, probs.argmax(dim=1), t.anatomy)
     t.stats["st_selected"] = (labels >= 0).float().mean().item()
     # the same share among the pixels the labels' network calls foreground (class > 0): the
     # background dominates st_selected, and label quality matters on the structures

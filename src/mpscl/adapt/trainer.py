@@ -21,11 +21,13 @@ import torch
 
 from .. import methods
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..fileio import atomic_write_text
 from ..config import Config, diff_configs, without_retired
 from ..data import appearance
 from ..models import build_segmenter
 from ..runtime import use_bf16
 from .adversarial_gate import AdversarialGate
+from .anatomy import AnatomyRules, learn_rules
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
@@ -135,6 +137,12 @@ class Trainer:
             if prototypes is None:
                 raise TrainingError(f"the {stage} stage needs initial prototypes (run the prototype stage)")
             self.prototypes = prototypes.detach().float().to(device).clone()
+        # mpscl.self_training_anatomy: rules read off the source labels, the same on every rank
+        # and on resume (the same slices)
+        self.anatomy: Optional[AnatomyRules] = None
+        c = cfg.mpscl
+        if self.spec.prototypes and c.self_training > 0 and c.self_training_anatomy:
+            self.anatomy = learn_rules(source.labels.numpy(), self.num_classes, self.classes)
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None
@@ -370,6 +378,8 @@ class Trainer:
             for stale in self.out_dir.glob(".*.pt.*.tmp"):
                 stale.unlink(missing_ok=True)
         resumed = self.try_resume()
+        if self.anatomy is not None and self.dist.is_main:
+            atomic_write_text(self.out_dir / "anatomy.json", json.dumps(self.anatomy.to_dict(), indent=1) + "\n")
         log = _Log(self.out_dir, self.iteration, enabled=self.dist.is_main)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = None

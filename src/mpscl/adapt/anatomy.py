@@ -71,7 +71,7 @@ def learn_rules(labels: np.ndarray, num_classes: int, classes=(), co_occurrence:
     widths: Dict[int, List[np.ndarray]] = {k: [] for k in range(1, num_classes)}
     for s, y in enumerate(labels):
         for k in range(1, num_classes):
-            if present[s, k]:
+            if present[s, k] and not (y == k).all():  # a class filling the slice has no width
                 widths[k].append(ndimage.distance_transform_cdt(y == k, metric="chessboard")[y == k])
         for j in range(1, num_classes):
             if not present[s, j]:
@@ -116,7 +116,9 @@ def _violations_2d(p: np.ndarray, rules: AnatomyRules) -> np.ndarray:
 
     for k, w in rules.width:
         of_k = p == k
-        if of_k.any():
+        if of_k.all():  # no other class in the slice: infinitely thick (cdt would give -1)
+            bad |= of_k
+        elif of_k.any():
             bad |= of_k & (ndimage.distance_transform_cdt(of_k, metric="chessboard") > w)
     for k, j, r, required in rules.near:
         of_k = p == k

@@ -142,6 +142,9 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_anatomy=true"]),
     "mpscl-gin-long2x-st-mt995-flips-anat": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true", "mpscl.self_training_anatomy=true"]),
+    # twentieth round: the rules at full weight (seventeenth round's weight)
+    "mpscl-gin-long2x-st-mt995-anat-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_anatomy=true", "mpscl.self_training=1.0"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

@@ -1,11 +1,11 @@
 """Anatomical rules learnt from the source labels, to filter target self-training labels.
 
 Beyond the paper (issue 14). A confident teacher can still put a structure where anatomy
-does not: on the phantom MR -> CT, 57% of the kept MYO labels were background far from
-the LV cavity; on CT -> MR, wrong MYO sat inside the cavity. Intensity-based signals
-(threshold, flips, random-network views) did not pick them out; where the structures lie
-relative to each other does. Two kinds of rule, both read off the source label slices, so
-nothing is named by hand and no target label is used:
+does not: on the phantom MR -> CT, 57% of the kept MYO labels were background; on CT -> MR,
+about a fifth lay in the LV cavity. Intensity-based signals (threshold, flips, random-network
+views) did not pick them out; where the structures lie relative to each other might. Three
+kinds of rule, all read off the source label slices, so nothing is named by hand and no
+target label is used:
 
 - ``near (k, j, r, required)``: a pixel of class k lies within ``r`` pixels (chessboard
   distance) of class j, in a slice that holds j. Learnt where j is present in at least
@@ -15,7 +15,6 @@ nothing is named by hand and no target label is used:
 - ``outside (k, j)``: a pixel of class k never lies in a hole of class j (a region j
   surrounds in the slice, e.g. myocardium inside the LV cavity). Learnt where at most
   ``enclosed_max`` of k's pixels do so in the source slices holding j.
-
 - ``width (k, w)``: a pixel of class k lies within ``w`` pixels of a pixel of another class
   (a structure no thicker than the source's; a myocardium predicted as a filled disk is
   not). ``w`` is the ``quantile`` of the distances of k's pixels to the nearest other pixel.
@@ -64,7 +63,6 @@ def learn_rules(labels: np.ndarray, num_classes: int, classes=(), co_occurrence:
     (0 the background: it gets ``outside`` rules, no ``near`` ones)."""
     labels = np.asarray(labels)
     present = np.stack([(labels == k).any(axis=(1, 2)) for k in range(num_classes)], axis=1)  # (N,K)
-    dist: Dict[int, List[np.ndarray]] = {k: [] for k in range(num_classes)}  # per j: per slice
     near_d: Dict[Tuple[int, int], List[np.ndarray]] = {}
     inside = np.zeros((num_classes, num_classes), np.int64)
     total = np.zeros((num_classes, num_classes), np.int64)

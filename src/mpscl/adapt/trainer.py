@@ -21,9 +21,9 @@ import torch
 
 from .. import methods
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..fileio import atomic_write_text
 from ..config import Config, diff_configs, without_retired
 from ..data import appearance
+from ..fileio import atomic_write_text
 from ..models import build_segmenter
 from ..runtime import use_bf16
 from .adversarial_gate import AdversarialGate

@@ -16,10 +16,10 @@ scores the run's final model, into RESULTS/<suite>/<run>-teacher (-tta, -lcc, -t
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import torch
 
@@ -32,16 +32,25 @@ from mpscl.runtime import machine_line
 from appearance_validation import VAL_CASES
 
 
+def labels_network(run: Path) -> Tuple[torch.nn.Module, bool]:
+    """The run's final segmenter with the mean teacher's weights and buffers when the run
+    keeps a teacher (RUN/mpscl/final.pt), else the segmenter itself; in eval mode, and
+    whether it is the teacher."""
+    model, _ = load_model(run / "final.pt")
+    ck = run / "mpscl" / "final.pt"
+    state = load_checkpoint(ck).get("teacher") if ck.is_file() else None
+    if state:
+        model.load_state_dict(state)  # strict: the same network, key for key
+    return model.eval(), bool(state)
+
+
 def teacher_of(run: Path) -> torch.nn.Module:
     """The run's final segmenter with the mean teacher's weights and buffers."""
-    model, _ = load_model(run / "final.pt")
-    state = load_checkpoint(run / "mpscl" / "final.pt").get("teacher")
-    if not state:
+    net, is_teacher = labels_network(run)
+    if not is_teacher:
         raise SystemExit(f"{run / 'mpscl' / 'final.pt'}: no mean teacher in this run "
                          f"(mpscl.self_training_teacher was 0)")
-    teacher = copy.deepcopy(model)
-    teacher.load_state_dict(state)  # strict: the same network, key for key
-    return teacher.eval()
+    return net
 
 
 def score(suite: str, run_name: str, seed: int, work: Path, results: Path, teacher: bool = False,

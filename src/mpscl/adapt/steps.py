@@ -230,12 +230,13 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
         probs = torch.softmax(main_t.detach().float(), dim=1)
     labels = self_training_labels(probs, proto_labels, c.self_training_threshold, c.self_training_agree,
                                   c.self_training_class_fraction)
+    pred = probs.argmax(dim=1)
     if t.anatomy is not None:
-        labels = filter_labels(labels, probs.argmax(dim=1), t.anatomy)
+        labels = filter_labels(labels, pred, t.anatomy)
     t.stats["st_selected"] = (labels >= 0).float().mean().item()
     # the same share among the pixels the labels' network calls foreground (class > 0): the
     # background dominates st_selected, and label quality matters on the structures
-    fg = int((probs.argmax(dim=1) > 0).sum())  # labels > 0 are a subset of these pixels
+    fg = int((pred > 0).sum())  # labels > 0 are a subset of these pixels
     t.stats["st_selected_fg"] = int((labels > 0).sum()) / max(fg, 1)
     logits = main_t
     if c.self_training_view == "randomised":

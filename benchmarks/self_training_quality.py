@@ -14,19 +14,20 @@ does ``kept`` track precision across classes and suites? Use only the providers'
 cases (LGE 1-5; phantom cases 1-3).
 """
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mpscl.adapt.anatomy import filter_labels, learn_rules
+from mpscl.adapt.anatomy import filter_labels, learn_rules, violations
 from mpscl.adapt.prototypes import pseudo_label
 from mpscl.adapt.steps import self_training_labels
-from mpscl.checkpoint import load_checkpoint, load_model
+from mpscl.checkpoint import load_model
 from mpscl.data import PreparedDataset, appearance
 from mpscl.evaluate.inference import FLIPS, averaged_softmax
 from mpscl.evaluate.postprocess import keep_largest_component
+
+from rescore_validation import labels_network
 
 
 def main():
@@ -43,6 +44,8 @@ def main():
     ap.add_argument("--anatomy", type=Path, metavar="PREPARED_SOURCE",
                     help="drop labels where the teacher's argmax breaks the anatomical rules learnt from "
                     "this source dataset's labels (mpscl.adapt.anatomy)")
+    ap.add_argument("--anatomy-quantile", type=float, default=0.99, metavar="Q",
+                    help="the quantile of the source distances the rules' radii and widths take (training: 0.99)")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -52,11 +55,7 @@ def main():
     y = torch.cat([torch.from_numpy(c["label"]).long() for c in cases])
     student, meta = load_model(a.run / "final.pt")
     c = meta["config"]["mpscl"]
-    state = load_checkpoint(a.run / "mpscl" / "final.pt").get("teacher")
-    teacher = copy.deepcopy(student)
-    if state:
-        teacher.load_state_dict(state)
-    teacher.eval()
+    teacher, state = labels_network(a.run)
     names = [str(n) for n in meta["classes"]]
     thr = c["self_training_threshold"] if a.threshold is None else a.threshold
     labels = []
@@ -85,8 +84,11 @@ def main():
         lab = torch.where(torch.from_numpy(kept_ids) == pred, lab, torch.full_like(lab, -1))
     if a.anatomy:
         src = PreparedDataset(a.anatomy)
-        rules = learn_rules(np.concatenate([src.case(k)["label"] for k in src.select(None)]), len(names), names)
+        ys = np.concatenate([src.case(k)["label"] for k in src.select(None)])
+        rules = learn_rules(ys, len(names), names, quantile=a.anatomy_quantile)
         print("rules:", "; ".join(rules.describe()))
+        broken = violations(torch.from_numpy(ys).long(), rules).numpy()
+        print(f"source foreground pixels that break a rule: {100 * broken[ys > 0].mean():.1f}%")
         lab = filter_labels(lab, pred, rules)
     if a.myo_near_lv:
         from scipy.ndimage import binary_dilation
@@ -95,15 +97,15 @@ def main():
         lab = torch.where((lab == myo) & ~torch.from_numpy(near), torch.full_like(lab, -1), lab)
     print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
           f"cases {a.cases}")
-    print("| class | predicted px | kept | precision of kept | recall of kept | true classes of kept |")
-    print("|---|---|---|---|---|---|")
+    print("| class | true px | predicted px | kept | precision of kept | recall of kept | true classes of kept |")
+    print("|---|---|---|---|---|---|---|")
     for k, n in enumerate(names):
         p, kept, truth = pred == k, lab == k, y == k
         prec = (kept & truth).sum().item() / max(kept.sum().item(), 1)
         rec = (kept & truth).sum().item() / max(truth.sum().item(), 1)
         truths = torch.bincount(y[kept], minlength=len(names)).tolist()
         share = ", ".join(f"{names[j]} {v / max(sum(truths), 1):.2f}" for j, v in enumerate(truths) if v)
-        print(f"| {n} | {p.sum().item()} | {kept.sum().item() / max(p.sum().item(), 1):.2f} | {prec:.2f} | {rec:.2f} "
+        print(f"| {n} | {truth.sum().item()} | {p.sum().item()} | {kept.sum().item() / max(p.sum().item(), 1):.2f} | {prec:.2f} | {rec:.2f} "
               f"| {share} |")
 
 

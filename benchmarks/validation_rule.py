@@ -74,6 +74,18 @@ def seed_means_verdict(rows: List[Dict], margin: float = 1.0, min_gain: float = 
             "passes": min(means) >= -margin and mean >= min_gain}
 
 
+def class_means(results: Path, suite: str, run: str, seeds: List[int]) -> Optional[Dict]:
+    """Mean Dice and per-class Dice over ``seeds`` of one run (from each seed's metrics.json),
+    or None when a seed is missing."""
+    paths = [results / suite / run / f"seed{k}" / "metrics.json" for k in seeds]
+    if not seeds or not all(p.is_file() for p in paths):
+        return None
+    sums = [json.loads(p.read_text())["summary"] for p in paths]
+    return {"dice": sum(x["dice_mean"] for x in sums) / len(sums),
+            "per_class": {c: sum(x["per_class"][c]["dice"] for x in sums) / len(sums)
+                          for c in sums[0]["per_class"]}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True)
@@ -83,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-means", type=float, metavar="MIN_GAIN", default=None,
                     help="also judge by the seeds' means: every suite >= -margin, the three-suite mean >= MIN_GAIN")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds to judge (default: every seed)")
+    ap.add_argument("--per-class", action="store_true",
+                    help="also each run's mean and per-class Dice over the seeds judged on every suite")
     a = ap.parse_args(argv)
     only = None if a.seeds is None else [int(k) for k in a.seeds.split(",")]
     out = compare(a.results, a.base, a.variant, a.margin, only)
@@ -103,6 +117,15 @@ def main(argv=None) -> int:
             print(f"seed means over {m['seeds']} seeds: " + ", ".join(f"{v:+.2f}" for v in m["means"])
                   + f"; three-suite mean {m['mean']:+.2f}: {'passes' if m['passes'] else 'fails'}"
                   f" (each >= {-a.margin:+.1f}, mean >= {a.seed_means:+.1f})")
+    if a.per_class:
+        seeds = [r["seed"] for r in out["rows"] if all(d is not None for d in r["diffs"])]
+        print(f"\nmean Dice over seeds {', '.join(map(str, seeds))} (per class)")
+        for suite in SUITES:
+            for run in (a.base, a.variant):
+                m = class_means(a.results, suite, run, seeds)
+                if m is not None:
+                    cls = ", ".join(f"{c} {v:.1f}" for c, v in m["per_class"].items())
+                    print(f"- {suite} {run}: {m['dice']:.2f} ({cls})")
     return 0
 
 

@@ -67,3 +67,14 @@ def test_seeds_restrict_both_rules(tmp_path):
     assert m["mean"] == pytest.approx(2.5 / 3) and m["passes"] is False  # below +1
     assert rule.seed_means_verdict(rule.compare(tmp_path, "base", "var", only=[1, 4])["rows"])["passes"] is True
     assert rule.compare(tmp_path, "base", "var", only=[3])["rows"] == []
+
+
+def test_class_means_average_the_seeds_metrics(tmp_path):
+    for k, (d, myo) in {1: (70.0, 60.0), 2: (74.0, 66.0)}.items():
+        p = tmp_path / "lge" / "run" / f"seed{k}"
+        p.mkdir(parents=True)
+        (p / "metrics.json").write_text(json.dumps(
+            {"summary": {"dice_mean": d, "per_class": {"MYO": {"dice": myo}, "LV": {"dice": 80.0}}}}))
+    m = rule.class_means(tmp_path, "lge", "run", [1, 2])
+    assert m == {"dice": pytest.approx(72.0), "per_class": {"MYO": pytest.approx(63.0), "LV": pytest.approx(80.0)}}
+    assert rule.class_means(tmp_path, "lge", "run", [1, 3]) is None  # seed 3 missing

@@ -145,6 +145,12 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # twentieth round: the rules at full weight (seventeenth round's weight)
     "mpscl-gin-long2x-st-mt995-anat-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_anatomy=true", "mpscl.self_training=1.0"]),
+    # twenty-first round: the source labels' class shares as a brake on growth (adapt/class_prior.py),
+    # bound 1.5, at full weight and at the recipe's weight
+    "mpscl-gin-long2x-st-mt995-w1-prior15": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0", "mpscl.self_training_prior=1.5"]),
+    "mpscl-gin-long2x-st-mt995-prior15": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.5"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

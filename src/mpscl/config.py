@@ -153,6 +153,10 @@ class MPSCLConfig:
     # drop labels where the teacher's argmax breaks anatomical rules learnt from the source
     # labels (which class lies near which, inside which, how thick: adapt/anatomy.py)
     self_training_anatomy: bool = False
+    # 0 = off; b > 0: while the teacher's running share of a class over the target slices
+    # exceeds b times its share in the source labels, that class's labels are kept only on
+    # its most confident pixels, b * source / running of them (adapt/class_prior.py)
+    self_training_prior: float = setting(0.0, "[0, 100]")
     # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
     # channels) between the layer4 features and the contrastive loss, prototypes and
     # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines

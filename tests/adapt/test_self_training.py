@@ -148,14 +148,14 @@ def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_and_anatomy(tiny_phantom, tmp_path):
+def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatomy_and_prior(tiny_phantom, tmp_path):
     from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
 
     cfg = build_config("cpu", sets=TINY + ["train.iters=6", "mpscl.self_training=1.0",
                                            "mpscl.self_training_threshold=0.3", "mpscl.self_training_teacher=0.9",
                                            "mpscl.self_training_view=randomised", "mpscl.self_training_flips=true",
-                                           "mpscl.self_training_anatomy=true"])
+                                           "mpscl.self_training_anatomy=true", "mpscl.self_training_prior=0.5"])
     src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
     from mpscl.models import build_segmenter
     torch.manual_seed(0)
@@ -165,7 +165,10 @@ def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_and_an
         return Trainer(cfg, "mpscl", src, trg, out, device=torch.device("cpu"), prototypes=protos,
                        progress=False)
 
-    assert_resume_bit_identical(trainer, tmp_path, entries=("model", "teacher"))
+    ref = assert_resume_bit_identical(trainer, tmp_path, entries=("model", "teacher"))
+    # the running class shares continue too (a bound of 0.5 caps the tiny teacher's background)
+    got = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["class_prior"]
+    assert got == ref["class_prior"] and ref["class_prior"]["running"][0] > 0.5
 
 
 def test_the_teacher_reads_no_imagenet_file(tmp_path):

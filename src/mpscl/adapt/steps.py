@@ -17,6 +17,7 @@ from ..losses import (discriminator_loss, entropy_map, generator_adversarial_los
 from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .adversarial_gate import discriminator_error
 from .anatomy import filter_labels
+from .class_prior import cap_labels
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
 Terms = Dict[str, torch.Tensor]
@@ -233,6 +234,12 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
     pred = probs.argmax(dim=1)
     if t.anatomy is not None:
         labels = filter_labels(labels, pred, t.anatomy)
+    if t.class_prior is not None:  # the running shares over the global batch, then the cap
+        counts = torch.bincount(pred.flatten(), minlength=t.num_classes)[:t.num_classes].float()
+        t.class_prior.update(t.dist.all_reduce_sum(counts), pred.shape[0] * t.dist.world_size)
+        fractions = t.class_prior.keep_fractions()
+        labels = cap_labels(labels, pred, probs.detach().float().amax(dim=1), fractions)
+        t.stats["st_prior_keep_min"] = float(fractions.min())
     t.stats["st_selected"] = (labels >= 0).float().mean().item()
     # the same share among the pixels the labels' network calls foreground (class > 0): the
     # background dominates st_selected, and label quality matters on the structures

@@ -28,6 +28,7 @@ from ..models import build_segmenter
 from ..runtime import use_bf16
 from .adversarial_gate import AdversarialGate
 from .anatomy import AnatomyRules, learn_rules
+from .class_prior import ClassSharePrior, class_shares
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
@@ -143,6 +144,11 @@ class Trainer:
         c = cfg.mpscl
         if self.spec.prototypes and c.self_training > 0 and c.self_training_anatomy:
             self.anatomy = learn_rules(source.labels.numpy(), self.num_classes, self.classes)
+        # mpscl.self_training_prior: the source labels' class shares, a running target estimate
+        self.class_prior: Optional[ClassSharePrior] = None
+        if self.spec.prototypes and c.self_training > 0 and c.self_training_prior > 0:
+            self.class_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
+                                               c.self_training_prior)
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None
@@ -302,6 +308,7 @@ class Trainer:
             **{n: (o.state_dict() if o is not None else None) for n, o in self.optimisers.items()},
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
             "adv_gate": self.adv_gate.state_dict() if self.adv_gate is not None else None,
+            "class_prior": self.class_prior.state_dict() if self.class_prior is not None else None,
             "rng_torch": torch.get_rng_state(),
             "world_size": self.dist.world_size, "amp": self.amp,
         }
@@ -317,6 +324,10 @@ class Trainer:
             if s.get("adv_gate") is None:
                 raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no adversarial gate state")
             self.adv_gate.load_state_dict(s["adv_gate"])
+        if self.class_prior is not None:
+            if s.get("class_prior") is None:
+                raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no class-share prior state")
+            self.class_prior.load_state_dict(s["class_prior"])
         torch.set_rng_state(s["rng_torch"])
         self.iteration = int(s["iteration"])
 
@@ -427,6 +438,9 @@ class Trainer:
         final = self.out_dir / "final.pt"
         if self.dist.is_main:
             save_checkpoint(final, self.state_dict())
+            if self.class_prior is not None:  # where the running shares ended, beside the source's
+                atomic_write_text(self.out_dir / "class_prior.json",
+                                  json.dumps(self.class_prior.to_dict(self.classes), indent=1) + "\n")
         self.dist.barrier()
         self.dist.debug_dump(self.stage, self.state_dict)
         return final

@@ -42,16 +42,18 @@ def _dice(results: Path, suite: str, run: str, seed: int) -> Optional[float]:
 
 
 def compare(results: Path, base: str, variant: str, margin: float = 1.0,
-            only: Optional[List[int]] = None) -> Dict:
+            only: Optional[List[int]] = None, base_results: Optional[Path] = None) -> Dict:
     """Per seed of the variant (those in ``only`` if given): its differences to the base on
     each suite and the verdict; ``adopt`` is "yes" (every seed passes), "no" (one fails) or
-    "pending"."""
+    "pending". The base is read from ``base_results`` where given (say the same run trained
+    on another machine), else from ``results``."""
+    base_results = results if base_results is None else base_results
     seeds = sorted({int(p.name[4:]) for s in SUITES for p in (results / s / variant).glob("seed*")})
     if only is not None:
         seeds = [k for k in seeds if k in only]
     rows = []
     for k in seeds:
-        pairs = [(_dice(results, s, base, k), _dice(results, s, variant, k)) for s in SUITES]
+        pairs = [(_dice(base_results, s, base, k), _dice(results, s, variant, k)) for s in SUITES]
         diffs = [None if b is None or v is None else v - b for b, v in pairs]
         known = [d for d in diffs if d is not None]
         rows.append({"seed": k, "diffs": diffs, "mean": sum(known) / len(known) if known else None,
@@ -91,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base", required=True)
     ap.add_argument("--variant", required=True)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/appearance-validation"))
+    ap.add_argument("--base-results", type=Path, default=None,
+                    help="read the base from this results folder instead of --results")
     ap.add_argument("--margin", type=float, default=1.0)
     ap.add_argument("--seed-means", type=float, metavar="MIN_GAIN", default=None,
                     help="also judge by the seeds' means: every suite >= -margin, the three-suite mean >= MIN_GAIN")
@@ -99,8 +103,9 @@ def main(argv=None) -> int:
                     help="also each run's mean and per-class Dice over the seeds judged on every suite")
     a = ap.parse_args(argv)
     only = None if a.seeds is None else [int(k) for k in a.seeds.split(",")]
-    out = compare(a.results, a.base, a.variant, a.margin, only)
-    print(f"{a.variant} minus {a.base}, mean Dice on the validation cases\n")
+    out = compare(a.results, a.base, a.variant, a.margin, only, a.base_results)
+    base_name = a.base if a.base_results is None else f"{a.base} ({a.base_results})"
+    print(f"{a.variant} minus {base_name}, mean Dice on the validation cases\n")
     print("| seed | " + " | ".join(SUITES) + " | mean | passes |")
     print("|---" * (len(SUITES) + 3) + "|")
     word = {True: "yes", False: "no", None: "pending"}
@@ -121,8 +126,8 @@ def main(argv=None) -> int:
         seeds = [r["seed"] for r in out["rows"] if all(d is not None for d in r["diffs"])]
         print(f"\nmean Dice over seeds {', '.join(map(str, seeds))} (per class)")
         for suite in SUITES:
-            for run in (a.base, a.variant):
-                m = class_means(a.results, suite, run, seeds)
+            for run, where in ((a.base, a.base_results or a.results), (a.variant, a.results)):
+                m = class_means(where, suite, run, seeds)
                 if m is not None:
                     cls = ", ".join(f"{c} {v:.1f}" for c, v in m["per_class"].items())
                     print(f"- {suite} {run}: {m['dice']:.2f} ({cls})")

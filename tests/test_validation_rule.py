@@ -78,3 +78,13 @@ def test_class_means_average_the_seeds_metrics(tmp_path):
     m = rule.class_means(tmp_path, "lge", "run", [1, 2])
     assert m == {"dice": pytest.approx(72.0), "per_class": {"MYO": pytest.approx(63.0), "LV": pytest.approx(80.0)}}
     assert rule.class_means(tmp_path, "lge", "run", [1, 3]) is None  # seed 3 missing
+
+
+def test_the_base_can_come_from_another_results_folder(tmp_path):
+    here, there = tmp_path / "xeon", tmp_path / "amd"
+    for s, b, v in zip(rule.SUITES, (70.0, 50.0, 50.0), (70.5, 51.0, 48.0)):
+        _result(there, s, "run", 1, b)
+        _result(here, s, "run", 1, v)
+    out = rule.compare(here, "run", "run", base_results=there)
+    assert out["rows"][0]["diffs"] == pytest.approx([0.5, 1.0, -2.0]) and out["adopt"] == "no"
+    assert rule.compare(here, "run", "run")["rows"][0]["diffs"] == [0.0, 0.0, 0.0]  # without it: itself

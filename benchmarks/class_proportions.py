@@ -7,7 +7,11 @@ Reads no target label, unless ``--truth CASES`` asks for the truth's shares on t
 scale (the providers' validation cases only: LGE 1-5, phantom 1-3). Each RUN's mean teacher (RUN/mpscl/final.pt) when it keeps one, else
 its segmenter (RUN/final.pt), in eval mode. A structure the predictions grow onto neighbouring
 tissue shows as a share well above the source's (the twentieth round's full-weight runs).
+A run trained with ``mpscl.self_training_prior`` also gets a row of its brake at the end of
+training (RUN/mpscl/class_prior.json): the running share of each class, its ratio to the
+source's share the run measured, and the fraction of the class's pixels whose labels it kept.
 """
+import json
 import argparse
 from pathlib import Path
 
@@ -51,6 +55,12 @@ def main():
         with torch.no_grad():
             pred = torch.cat([net(x[i:i + 32])[-1].argmax(1) for i in range(0, len(x), 32)]).numpy()
         print(row(f"{run} ({'teacher' if is_teacher else 'segmenter'})", shares(pred, len(names)), prior))
+        brake = run / "mpscl" / "class_prior.json"
+        if brake.is_file():
+            b = json.loads(brake.read_text())
+            cells = [f"{100 * b['running_shares'][c]:.2f}% ({b['running_shares'][c] / max(b['source_shares'][c], 1e-12):.2f}x, "
+                     f"keeps {b['keep_fractions'][c]:.2f})" for c in list(b["source_shares"])[1:]]
+            print(f"| {run}: brake's running share, end of training (bound {b['bound']}) | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()

@@ -151,10 +151,16 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0", "mpscl.self_training_prior=1.5"]),
     "mpscl-gin-long2x-st-mt995-prior15": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.5"]),
+    # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
+    # threads instead of one (the same computation, summed in another order): what the stage's
+    # chaos alone does to a paired difference
+    "mpscl-gin-long2x-st-gentle-mt995-threads2": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "train.threads=2"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up
-STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"]}
+STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
+              "mpscl-gin-long2x-st-gentle-mt995-threads2": ["train.threads=2"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

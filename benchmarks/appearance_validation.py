@@ -179,6 +179,7 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     cfg = build_config(PRESET, layers, sets=sets)
     dirs = prepare_builtin(BUILTIN[suite], work, cfg.data.size, SHARED)
     print(f"[run] {suite} {name} seed {seed}: {method} {' '.join(sets)}", flush=True)
+    commit = _git_commit()  # the code this process runs (the checkout may move while it trains)
     t0 = time.perf_counter()
     quiet = dict(progress=False, log=lambda *a, **k: None)
     init = None
@@ -194,7 +195,7 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
     secs = time.perf_counter() - t0
     m = evaluate_checkpoint(final, dirs["target"], res, cases=VAL_CASES[suite], progress=False)
     info = {"suite": suite, "run": name, "method": method, "seed": seed, "sets": sets,
-            "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": _git_commit(),
+            "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": commit,
             "machine": machine_line(), "amp": _amp(cfg, [init, final] if init else [final]),
             "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -151,6 +151,9 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0", "mpscl.self_training_prior=1.5"]),
     "mpscl-gin-long2x-st-mt995-prior15": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.5"]),
+    # twenty-second round: the brake at bound 1 (no class labelled beyond the source's share)
+    "mpscl-gin-long2x-st-mt995-prior10": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

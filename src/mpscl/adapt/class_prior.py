@@ -14,7 +14,9 @@ mean (``window`` slices: one batch of 4 is far too noisy, its share of a class s
 ``bound`` times k's source share, k's labels are kept only on its most confident
 ``bound * source / running`` fraction of the pixels the teacher calls k: labels stop
 confirming growth beyond what the source makes plausible, and the rest are ignored, not
-relabelled.
+relabelled. Beside a confidence threshold the cap changes nothing while the threshold
+already keeps fewer of k's pixels than the cap would (at bound 1.5 and the CPU recipe's
+0.95 it never reached LGE or the phantom MR -> CT: benchmarks/README.md, twenty-first round).
 """
 from typing import Dict
 

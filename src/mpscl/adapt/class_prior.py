@@ -10,7 +10,8 @@ domain adaptation, Bateson et al., IEEE TMI 2021).
 
 The teacher's predicted share of class k over the target slices is estimated as a running
 mean (``window`` slices: one batch of 4 is far too noisy, its share of a class spans
-0-2.3x the global one in the source labels, 64 slices 0.7-1.3x). While it exceeds
+0-2.3x the global one in the phantom MR's source labels, 64 slices 0.7-1.3x:
+benchmarks/class_proportions.py --windows). While it exceeds
 ``bound`` times k's source share, k's labels are kept only on its most confident
 ``bound * source / running`` fraction of the pixels the teacher calls k: labels stop
 confirming growth beyond what the source makes plausible, and the rest are ignored, not

@@ -231,14 +231,14 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
         probs = torch.softmax(main_t.detach().float(), dim=1)
     labels = self_training_labels(probs, proto_labels, c.self_training_threshold, c.self_training_agree,
                                   c.self_training_class_fraction)
-    pred = probs.argmax(dim=1)
+    conf, pred = probs.detach().float().max(dim=1)
     if t.anatomy is not None:
         labels = filter_labels(labels, pred, t.anatomy)
     if t.class_prior is not None:  # the running shares over the global batch, then the cap
         counts = torch.bincount(pred.flatten(), minlength=t.num_classes)[:t.num_classes].float()
         t.class_prior.update(t.dist.all_reduce_sum(counts), pred.shape[0] * t.dist.world_size)
         fractions = t.class_prior.keep_fractions()
-        labels = cap_labels(labels, pred, probs.detach().float().amax(dim=1), fractions)
+        labels = cap_labels(labels, pred, conf, fractions)
         t.stats["st_prior_keep_min"] = float(fractions.min())
     t.stats["st_selected"] = (labels >= 0).float().mean().item()
     # the same share among the pixels the labels' network calls foreground (class > 0): the

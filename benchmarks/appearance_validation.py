@@ -154,6 +154,13 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # twenty-second round: the brake at bound 1 (no class labelled beyond the source's share)
     "mpscl-gin-long2x-st-mt995-prior10": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.0"]),
+    # twenty-third round: the self-training loss on target slices with half the foreground
+    # classes of a source slice pasted in (DACS; adapt/class_mix.py), at full weight (as DACS
+    # trains) and at the recipe's weight
+    "mpscl-gin-long2x-st-mt995-mix-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_mix=true", "mpscl.self_training=1.0"]),
+    "mpscl-gin-long2x-st-mt995-mix": ("mpscl", GIN + LONG2X + GENTLE_ST + [
+        "mpscl.self_training_teacher=0.995", "mpscl.self_training_mix=true"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

@@ -157,6 +157,9 @@ class MPSCLConfig:
     # exceeds b times its share in the source labels, that class's labels are kept only on
     # its most confident pixels, b * source / running of them (adapt/class_prior.py)
     self_training_prior: float = setting(0.0, "[0, 100]")
+    # the loss on target slices with half the foreground classes of a source slice pasted in,
+    # labelled by the source there and the pseudo-labels elsewhere (DACS; adapt/class_mix.py)
+    self_training_mix: bool = False
     # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
     # channels) between the layer4 features and the contrastive loss, prototypes and
     # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines

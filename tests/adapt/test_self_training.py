@@ -148,14 +148,15 @@ def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatomy_and_prior(tiny_phantom, tmp_path):
+def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatomy_prior_and_mix(tiny_phantom, tmp_path):
     from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
 
     cfg = build_config("cpu", sets=TINY + ["train.iters=6", "mpscl.self_training=1.0",
                                            "mpscl.self_training_threshold=0.3", "mpscl.self_training_teacher=0.9",
                                            "mpscl.self_training_view=randomised", "mpscl.self_training_flips=true",
-                                           "mpscl.self_training_anatomy=true", "mpscl.self_training_prior=0.5"])
+                                           "mpscl.self_training_anatomy=true", "mpscl.self_training_prior=0.5",
+                                           "mpscl.self_training_mix=true"])
     src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
     from mpscl.models import build_segmenter
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from ..losses import (discriminator_loss, entropy_map, generator_adversarial_los
 from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .adversarial_gate import discriminator_error
 from .anatomy import filter_labels
+from .class_mix import class_mix
 from .class_prior import cap_labels
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
@@ -178,7 +179,7 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
                                       mask=sel, variant=c.variant, **kw)
         t.stats["selected"] = sel.float().mean().item()
     if c.self_training > 0:
-        terms["st_trg"] = _self_training_term(t, xt, main_t, pl)
+        terms["st_trg"] = _self_training_term(t, xt, main_t, pl, xs, ys)
     t.backward(terms, _weighted(t, terms))                                   # 6
     if t.nets.get("disc_main") is not None:
         terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
@@ -216,8 +217,10 @@ def update_teacher(teacher: torch.nn.Module, student: torch.nn.Module, momentum:
         bt.copy_(bs)
 
 
-def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
-    """Beyond the paper: class-weighted CE on confident target pseudo-labels (MPSCLConfig)."""
+def _self_training_term(t, xt, main_t, proto_labels, xs, ys) -> torch.Tensor:
+    """Beyond the paper: class-weighted CE on confident target pseudo-labels (MPSCLConfig);
+    with ``self_training_mix`` on target slices with source classes pasted in (source ``xs``,
+    ``ys``: the batch's first views)."""
     c = t.cfg.mpscl
     teacher = t.nets.get("teacher")
     if teacher is not None:
@@ -246,6 +249,12 @@ def _self_training_term(t, xt, main_t, proto_labels) -> torch.Tensor:
     fg = int((pred > 0).sum())  # labels > 0 are a subset of these pixels
     t.stats["st_selected_fg"] = int((labels > 0).sum()) / max(fg, 1)
     logits = main_t
+    if c.self_training_mix:
+        n = len(xt)
+        xt, labels = class_mix(xs[:n], ys[:n], xt, labels, t.mix_masks(ys[:n], t.iteration))
+        if c.self_training_view == "clean":
+            with t.autocast():
+                _, _, logits = t.model(xt)
     if c.self_training_view == "randomised":
         with t.autocast():
             _, _, logits = t.model(t.target_view(xt, t.iteration))

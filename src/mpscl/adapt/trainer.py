@@ -28,6 +28,7 @@ from ..models import build_segmenter
 from ..runtime import use_bf16
 from .adversarial_gate import AdversarialGate
 from .anatomy import AnatomyRules, learn_rules
+from .class_mix import class_mix_mask
 from .class_prior import ClassSharePrior, class_shares
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
@@ -205,6 +206,11 @@ class Trainer:
         view = self._per_sample(x.cpu(), self.cfg.train.seed + 29, i,
                                 lambda s, g: appearance.random_conv(s, g, layers=layers))
         return view.to(self.device).contiguous(memory_format=self.memory_format)
+
+    def mix_masks(self, y: torch.Tensor, i: int) -> torch.Tensor:
+        """Which pixels of each source slice of iteration ``i`` (labels ``y``) are pasted
+        onto its target slice (``mpscl.self_training_mix``), from their own stream (seed + 31)."""
+        return self._per_sample(y.cpu(), self.cfg.train.seed + 31, i, class_mix_mask).to(self.device)
 
     def _per_sample(self, x: torch.Tensor, seed: int, i: int, fn) -> torch.Tensor:
         """``fn(slice, generator)`` on every slice of the batch ``x`` of iteration ``i``, each

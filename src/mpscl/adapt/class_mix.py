@@ -1,0 +1,40 @@
+"""Cross-domain class mixing for self-training (``mpscl.self_training_mix``).
+
+DACS (Tranheden et al., WACV 2021) pastes the pixels of half the classes of a source slice
+onto a target slice; the mixed slice is labelled with the source labels where pasted and the
+target pseudo-labels elsewhere. Self-training alone drifts (a class grows into its
+neighbours, confirmed by its own labels); the pasted pixels keep correct labels in the
+target's context. Only foreground classes are drawn: pasting the background would cover
+most of a cardiac slice.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+
+def class_mix_mask(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(H,W) bool mask of the pixels of ``labels`` (H,W) whose class is among ceil(n/2) of
+    its n foreground classes (> 0), drawn with ``generator``; all False when n = 0."""
+    present = torch.unique(labels)
+    present = present[present > 0]
+    if present.numel() == 0:
+        return torch.zeros_like(labels, dtype=torch.bool)
+    n = present.numel()
+    chosen = present[torch.randperm(n, generator=generator)[:(n + 1) // 2]]
+    return torch.isin(labels, chosen)
+
+
+def class_mix(xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
+              masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Source slices ``xs`` (B,C,H,W) with labels ``ys`` (B,H,W) pasted onto target slices
+    ``xt`` with pseudo-labels ``yt`` (-1 = ignored) where ``masks`` (B,H,W) is True:
+    the mixed slices and their labels."""
+    if not (xs.shape == xt.shape and ys.shape == yt.shape == masks.shape == xs.shape[:1] + xs.shape[2:]):
+        raise ValueError(f"class_mix: shapes differ: source {tuple(xs.shape)} / {tuple(ys.shape)}, "
+                         f"target {tuple(xt.shape)} / {tuple(yt.shape)}, masks {tuple(masks.shape)}")
+    m = masks.to(xs.device)
+    x = torch.where(m[:, None], xs, xt)
+    y = torch.where(m, ys.to(yt.dtype), yt)
+    return x, y

@@ -41,6 +41,7 @@ FDA = ["appearance.fda=0.5", "appearance.fda_beta=0.01"]
 LONGWARM = ["train.warmup_iters=1200", "train.iters=600"]  # the recipe's budget split
 LONG2X = ["train.warmup_iters=2400", "train.iters=1200"]  # the same split, twice as long
 GENTLE_ST = ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised", "mpscl.self_training_threshold=0.95"]
+RECIPE = GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_teacher=0.995"]  # --preset cpu's MPSCL settings
 RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "so": ("source-only", []),
     "so-gin": ("source-only", GIN),
@@ -125,47 +126,40 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-long2x-st-mt999-t90": ("mpscl", GIN + LONG2X + GENTLE_ST + [
         "mpscl.self_training_teacher=0.999", "mpscl.self_training_threshold=0.9"]),
     # fifteenth round: a mean teacher five times faster (time constant ~200 iterations)
-    "mpscl-gin-long2x-st-gentle-mt995": ("mpscl", GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_teacher=0.995"]),
+    "mpscl-gin-long2x-st-gentle-mt995": ("mpscl", RECIPE),
     # seventeenth round: with the teacher guarding against drift, self-training at full weight
     # (the eleventh round made it gentle, 0.3, against the drift)
-    "mpscl-gin-long2x-st-mt995-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0"]),
+    "mpscl-gin-long2x-st-mt995-w1": ("mpscl", RECIPE + ["mpscl.self_training=1.0"]),
     # eighteenth round: the teacher's labels from its softmax averaged over the slice's flips
     # (what --tta scores), at the recipe's weight and at full weight
-    "mpscl-gin-long2x-st-mt995-flips": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true"]),
-    "mpscl-gin-long2x-st-mt995-flips-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true", "mpscl.self_training=1.0"]),
+    "mpscl-gin-long2x-st-mt995-flips": ("mpscl", RECIPE + ["mpscl.self_training_flips=true"]),
+    "mpscl-gin-long2x-st-mt995-flips-w1": ("mpscl", RECIPE + [
+        "mpscl.self_training_flips=true", "mpscl.self_training=1.0"]),
     # nineteenth round: labels kept only where the teacher's argmax keeps the anatomy learnt
     # from the source labels (adapt/anatomy.py), alone and on top of the flipped labels
-    "mpscl-gin-long2x-st-mt995-anat": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_anatomy=true"]),
-    "mpscl-gin-long2x-st-mt995-flips-anat": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_flips=true", "mpscl.self_training_anatomy=true"]),
+    "mpscl-gin-long2x-st-mt995-anat": ("mpscl", RECIPE + ["mpscl.self_training_anatomy=true"]),
+    "mpscl-gin-long2x-st-mt995-flips-anat": ("mpscl", RECIPE + [
+        "mpscl.self_training_flips=true", "mpscl.self_training_anatomy=true"]),
     # twentieth round: the rules at full weight (seventeenth round's weight)
-    "mpscl-gin-long2x-st-mt995-anat-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_anatomy=true", "mpscl.self_training=1.0"]),
+    "mpscl-gin-long2x-st-mt995-anat-w1": ("mpscl", RECIPE + [
+        "mpscl.self_training_anatomy=true", "mpscl.self_training=1.0"]),
     # twenty-first round: the source labels' class shares as a brake on growth (adapt/class_prior.py),
     # bound 1.5, at full weight and at the recipe's weight
-    "mpscl-gin-long2x-st-mt995-w1-prior15": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training=1.0", "mpscl.self_training_prior=1.5"]),
-    "mpscl-gin-long2x-st-mt995-prior15": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.5"]),
+    "mpscl-gin-long2x-st-mt995-w1-prior15": ("mpscl", RECIPE + [
+        "mpscl.self_training=1.0", "mpscl.self_training_prior=1.5"]),
+    "mpscl-gin-long2x-st-mt995-prior15": ("mpscl", RECIPE + ["mpscl.self_training_prior=1.5"]),
     # twenty-second round: the brake at bound 1 (no class labelled beyond the source's share)
-    "mpscl-gin-long2x-st-mt995-prior10": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_prior=1.0"]),
+    "mpscl-gin-long2x-st-mt995-prior10": ("mpscl", RECIPE + ["mpscl.self_training_prior=1.0"]),
     # twenty-third round: the self-training loss on target slices with half the foreground
     # classes of a source slice pasted in (DACS; adapt/class_mix.py), at full weight (as DACS
     # trains) and at the recipe's weight
-    "mpscl-gin-long2x-st-mt995-mix-w1": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_mix=true", "mpscl.self_training=1.0"]),
-    "mpscl-gin-long2x-st-mt995-mix": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "mpscl.self_training_mix=true"]),
+    "mpscl-gin-long2x-st-mt995-mix-w1": ("mpscl", RECIPE + [
+        "mpscl.self_training_mix=true", "mpscl.self_training=1.0"]),
+    "mpscl-gin-long2x-st-mt995-mix": ("mpscl", RECIPE + ["mpscl.self_training_mix=true"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
-    "mpscl-gin-long2x-st-gentle-mt995-threads2": ("mpscl", GIN + LONG2X + GENTLE_ST + [
-        "mpscl.self_training_teacher=0.995", "train.threads=2"]),
+    "mpscl-gin-long2x-st-gentle-mt995-threads2": ("mpscl", RECIPE + ["train.threads=2"]),
     "oracle": ("oracle", []),
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up

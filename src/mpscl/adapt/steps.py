@@ -252,12 +252,10 @@ def _self_training_term(t, xt, main_t, proto_labels, xs, ys) -> torch.Tensor:
     if c.self_training_mix:
         n = len(xt)
         xt, labels = class_mix(xs[:n], ys[:n], xt, labels, t.mix_masks(ys[:n], t.iteration))
-        if c.self_training_view == "clean":
-            with t.autocast():
-                _, _, logits = t.model(xt)
-    if c.self_training_view == "randomised":
+    if c.self_training_view == "randomised" or c.self_training_mix:  # main_t saw the clean slice only
+        view = t.target_view(xt, t.iteration) if c.self_training_view == "randomised" else xt
         with t.autocast():
-            _, _, logits = t.model(t.target_view(xt, t.iteration))
+            _, _, logits = t.model(view)
     return weighted_cross_entropy(logits, labels, **_global_batch(t, labels))
 
 

@@ -19,10 +19,27 @@ from typing import Dict, List, Optional
 
 
 def read_log(path: Path) -> List[Dict]:
+    """The log's records in order of iteration, one per iteration: a resumed run logs again
+    the iterations after its last checkpoint, and the last record of each is the one that
+    counts (as ``mpscl.bench.compare.logged_train_seconds`` reads them). A line cut short by
+    a kill is skipped with a note; a log with no readable record is refused."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
         raise SystemExit(f"{path}: not a readable training log ({e})")
+    by_iter: Dict[int, Dict] = {}
+    skipped = 0
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            by_iter[int(rec["iter"])] = rec
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            skipped += 1
+    if not by_iter:
+        raise SystemExit(f"{path}: not a readable training log (no record with an iteration)")
+    if skipped:
+        print(f"[note] {path}: {skipped} unreadable line(s) skipped", file=sys.stderr)
+    return [by_iter[i] for i in sorted(by_iter)]
 
 
 def window_means(records: List[Dict], keys: List[str], windows: int) -> List[Dict]:

@@ -32,3 +32,15 @@ def test_main_prints_a_row_per_span_and_refuses_a_broken_log(tmp_path, capsys):
     bad.write_text("{not json\n")
     with pytest.raises(SystemExit, match="bad.jsonl: not a readable training log"):
         sl.main([str(bad)])
+
+
+def test_a_resumed_runs_repeated_iterations_count_once_the_last_record_winning(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    first = [{"iter": i, "a": 1.0} for i in (10, 20, 30)]
+    resumed = [{"iter": i, "a": 3.0} for i in (20, 30, 40)]  # resumed from the checkpoint at 10
+    log.write_text("\n".join(json.dumps(r) for r in first) + '\n{"iter": 3' + "\n"
+                   + "\n".join(json.dumps(r) for r in resumed) + "\n")
+    recs = sl.read_log(log)
+    assert [(r["iter"], r["a"]) for r in recs] == [(10, 1.0), (20, 3.0), (30, 3.0), (40, 3.0)]
+    assert "1 unreadable line(s) skipped" in capsys.readouterr().err
+    assert sl.window_means(recs, ["a"], 1)[0]["a"] == 2.5  # (1 + 3 + 3 + 3) / 4, not 14 / 6

@@ -156,6 +156,13 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-long2x-st-mt995-mix-w1": ("mpscl", RECIPE + [
         "mpscl.self_training_mix=true", "mpscl.self_training=1.0"]),
     "mpscl-gin-long2x-st-mt995-mix": ("mpscl", RECIPE + ["mpscl.self_training_mix=true"]),
+    # twenty-fourth round: mixing that keeps the labels' density, the same classes pasted as
+    # -mix with labels only where the teacher is confident and right on the source slice,
+    # or (ClassMix) the teacher's classes of the paired target slice with its pseudo-labels
+    "mpscl-gin-long2x-st-mt995-mix-conf": ("mpscl", RECIPE + [
+        "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=source-confident"]),
+    "mpscl-gin-long2x-st-mt995-mix-trg": ("mpscl", RECIPE + [
+        "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=target"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

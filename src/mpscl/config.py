@@ -160,6 +160,12 @@ class MPSCLConfig:
     # the loss on target slices with half the foreground classes of a source slice pasted in,
     # labelled by the source there and the pseudo-labels elsewhere (DACS; adapt/class_mix.py)
     self_training_mix: bool = False
+    # what is pasted: "source" (DACS: the source classes, labelled on every pixel), "source-
+    # confident" (the same pixels, labelled only where the mean teacher, on the source slice,
+    # is confident and right, so pasted labels are as sparse as the target's), "target"
+    # (ClassMix: half the teacher's predicted classes of the batch's paired target slice, with
+    # its pseudo-labels; no source pixel)
+    self_training_mix_pasted: str = setting("source", choices=("source", "source-confident", "target"))
     # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
     # channels) between the layer4 features and the contrastive loss, prototypes and
     # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines
@@ -440,6 +446,11 @@ def _check_combinations(cfg: Config) -> None:
     if c.self_training_flips and c.self_training > 0 and c.self_training_teacher <= 0:
         raise ConfigError("mpscl.self_training_flips needs a mean teacher (mpscl.self_training_teacher > 0): "
                           "the student's extra flipped views would move its BatchNorm statistics")
+    if (c.self_training_mix and c.self_training > 0 and c.self_training_mix_pasted == "source-confident"
+            and c.self_training_teacher <= 0):
+        raise ConfigError("mpscl.self_training_mix_pasted=source-confident needs a mean teacher "
+                          "(mpscl.self_training_teacher > 0): the student's extra view of the source "
+                          "slices would move its BatchNorm statistics")
 
 
 def config_from_dict(d: Dict[str, Any], where: str = "checkpoint") -> Config:

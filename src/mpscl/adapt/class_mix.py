@@ -6,6 +6,13 @@ target pseudo-labels elsewhere. Self-training alone drifts (a class grows into i
 neighbours, confirmed by its own labels); the pasted pixels keep correct labels in the
 target's context. Only foreground classes are drawn: pasting the background would cover
 most of a cardiac slice.
+
+Pasted source classes come labelled on every pixel, target structures only where the teacher
+is confident, so the mixed slices can show more labelled foreground than the target has (the
+twenty-third round measured structures growing on the phantom). Two variants keep the labels'
+density: the pasted pixels labelled only where the teacher is confident and right on the
+source slice (``confident_source_labels``), or, as ClassMix does, classes pasted from another
+target slice with their pseudo-labels (``pair_partners``).
 """
 from __future__ import annotations
 
@@ -38,3 +45,22 @@ def class_mix(xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, yt: torch.Te
     x = torch.where(m[:, None], xs, xt)
     y = torch.where(m, ys.to(yt.dtype), yt)
     return x, y
+
+
+def confident_source_labels(probs: torch.Tensor, ys: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Source labels ``ys`` (B,H,W) kept where the class probabilities ``probs`` (B,K,H,W) of
+    the source slice reach ``threshold`` and their argmax is ``ys``; -1 (ignored) elsewhere."""
+    if probs.shape[:1] + probs.shape[2:] != ys.shape:
+        raise ValueError(f"confident_source_labels: probabilities {tuple(probs.shape)} do not match "
+                         f"labels {tuple(ys.shape)}")
+    conf, pred = probs.detach().float().max(dim=1)
+    keep = (conf >= threshold) & (pred == ys.to(pred.device))
+    return torch.where(keep, ys.to(pred.device), torch.full_like(pred, -1))
+
+
+def pair_partners(n: int) -> torch.Tensor:
+    """Which slice of a batch of ``n`` each slice takes its pasted classes from: its neighbour
+    in the pairs (0, 1), (2, 3), ...; an odd last slice is its own partner (nothing changes).
+    Pairs, not a rotation: with an even share per rank, DDP ranks pair as one process would."""
+    partners = torch.arange(n) ^ 1
+    return torch.where(partners < n, partners, torch.arange(n))

@@ -17,7 +17,7 @@ from ..losses import (discriminator_loss, entropy_map, generator_adversarial_los
 from ..losses.segmentation import class_counts, weighted_cross_entropy
 from .adversarial_gate import discriminator_error
 from .anatomy import filter_labels
-from .class_mix import class_mix
+from .class_mix import class_mix, confident_source_labels, pair_partners
 from .class_prior import cap_labels
 from .prototypes import class_feature_sums, downsample_labels, ema_update, pseudo_label
 
@@ -251,12 +251,29 @@ def _self_training_term(t, xt, main_t, proto_labels, xs, ys) -> torch.Tensor:
     logits = main_t
     if c.self_training_mix:
         n = len(xt)
-        xt, labels = class_mix(xs[:n], ys[:n], xt, labels, t.mix_masks(ys[:n], t.iteration))
+        t.stats["st_labels_fg"] = (labels > 0).float().mean().item()
+        xt, labels = _mixed_slices(t, xs[:n], ys[:n], xt, labels, pred, teacher)
+        t.stats["st_mixed_fg"] = (labels > 0).float().mean().item()
     if c.self_training_view == "randomised" or c.self_training_mix:  # main_t saw the clean slice only
         view = t.target_view(xt, t.iteration) if c.self_training_view == "randomised" else xt
         with t.autocast():
             _, _, logits = t.model(view)
     return weighted_cross_entropy(logits, labels, **_global_batch(t, labels))
+
+
+def _mixed_slices(t, xs, ys, xt, labels, pred, teacher):
+    """The target slices ``xt`` (pseudo-labels ``labels``, teacher's argmax ``pred``) with
+    classes pasted in as ``mpscl.self_training_mix_pasted`` says (adapt/class_mix.py)."""
+    c = t.cfg.mpscl
+    if c.self_training_mix_pasted == "target":
+        p = pair_partners(len(xt)).to(xt.device)
+        return class_mix(xt[p], labels[p], xt, labels, t.mix_masks(pred[p], t.iteration))
+    masks = t.mix_masks(ys, t.iteration)  # the same classes whichever labels they carry
+    if c.self_training_mix_pasted == "source-confident":
+        with torch.no_grad(), t.autocast():
+            probs = averaged_softmax(teacher, xs, t.device, False, ((),))
+        ys = confident_source_labels(probs, ys, c.self_training_threshold)
+    return class_mix(xs, ys, xt, labels, masks)
 
 
 def loss_weights(cfg) -> Dict[str, float]:

@@ -162,9 +162,9 @@ class MPSCLConfig:
     self_training_mix: bool = False
     # what is pasted: "source" (DACS: the source classes, labelled on every pixel), "source-
     # confident" (the same pixels, labelled only where the mean teacher, on the source slice,
-    # is confident and right, so pasted labels are as sparse as the target's), "target"
-    # (ClassMix: half the teacher's predicted classes of the batch's paired target slice, with
-    # its pseudo-labels; no source pixel)
+    # is confident and right, as the target's pixels are), "target" (ClassMix: half the
+    # teacher's predicted classes of the batch's paired target slice, with its pseudo-labels;
+    # no source pixel)
     self_training_mix_pasted: str = setting("source", choices=("source", "source-confident", "target"))
     # Beyond the paper, 0 = off: a projection head (1x1 conv, ReLU, 1x1 conv to this many
     # channels) between the layer4 features and the contrastive loss, prototypes and

@@ -9,10 +9,13 @@ most of a cardiac slice.
 
 Pasted source classes come labelled on every pixel, target structures only where the teacher
 is confident, so the mixed slices can show more labelled foreground than the target has (the
-twenty-third round measured structures growing on the phantom). Two variants keep the labels'
-density: the pasted pixels labelled only where the teacher is confident and right on the
-source slice (``confident_source_labels``), or, as ClassMix does, classes pasted from another
-target slice with their pseudo-labels (``pair_partners``).
+twenty-third round measured structures growing on the phantom). Two variants were meant to
+keep the labels' density: the pasted pixels labelled only where the teacher is confident and
+right on the source slice (``confident_source_labels``), or, as ClassMix does, classes pasted
+from another target slice with their pseudo-labels (``pair_partners``). Measured (twenty-
+fourth round): the teacher is confident on most pasted source pixels, so the first still
+adds 44-78% to the labelled foreground, the second 15-28%; both still made the phantom's
+structures grow.
 """
 from __future__ import annotations
 

@@ -163,6 +163,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=source-confident"]),
     "mpscl-gin-long2x-st-mt995-mix-trg": ("mpscl", RECIPE + [
         "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=target"]),
+    # twenty-fifth round: a size prior on the target predictions' class shares (band 1.5 around
+    # the source's) in the warm-up and the MPSCL stage (losses/size_prior.py); own warm-ups
+    "mpscl-gin-long2x-st-mt995-size01": ("mpscl", RECIPE + ["loss.size_prior=0.1"]),
+    "mpscl-gin-long2x-st-mt995-size1": ("mpscl", RECIPE + ["loss.size_prior=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

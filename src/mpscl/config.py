@@ -109,6 +109,11 @@ class LossConfig:
     # beyond the paper: scale both adversarial weights by the discriminator's advantage over
     # chance, 1 - 2 * its recent error rate (adapt/adversarial_gate.py)
     adv_gate: bool = False
+    # beyond the paper, 0 = off: this weight times a penalty on the running class shares of the
+    # target predictions (mean softmax) outside [1/band, band] times the source labels' shares,
+    # in every stage that sees unlabelled target slices (losses/size_prior.py)
+    size_prior: float = setting(0.0, "[0, 1000]")
+    size_prior_band: float = setting(1.5, "[1, 100]")
 
 
 @dataclass

@@ -148,7 +148,8 @@ def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatomy_prior_and_mix(tiny_phantom, tmp_path):
+def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatomy_prior_mix_and_size_prior(
+        tiny_phantom, tmp_path):
     from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
 
@@ -156,7 +157,7 @@ def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatom
                                            "mpscl.self_training_threshold=0.3", "mpscl.self_training_teacher=0.9",
                                            "mpscl.self_training_view=randomised", "mpscl.self_training_flips=true",
                                            "mpscl.self_training_anatomy=true", "mpscl.self_training_prior=0.5",
-                                           "mpscl.self_training_mix=true"])
+                                           "mpscl.self_training_mix=true", "loss.size_prior=1.0"])
     src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
     from mpscl.models import build_segmenter
     torch.manual_seed(0)
@@ -170,6 +171,10 @@ def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatom
     # the running class shares continue too (a bound of 0.5 caps the tiny teacher's background)
     got = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["class_prior"]
     assert got == ref["class_prior"] and ref["class_prior"]["running"][0] > 0.5
+    # and the size prior's running shares (they moved off the source's start)
+    got = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["size_prior"]
+    assert got == ref["size_prior"] and got["running"] != Trainer(cfg, "mpscl", src, trg, tmp_path / "c", device=torch.device(
+        "cpu"), prototypes=protos, progress=False).size_prior.state_dict()["running"]
 
 
 def test_the_teacher_reads_no_imagenet_file(tmp_path):

@@ -15,6 +15,7 @@ from ..evaluate.inference import FLIPS, averaged_softmax
 from ..losses import (discriminator_loss, entropy_map, generator_adversarial_loss, mpcl_loss,
                       segmentation_loss)
 from ..losses.segmentation import class_counts, weighted_cross_entropy
+from ..losses.size_prior import band_penalty, mixed_shares
 from .adversarial_gate import discriminator_error
 from .anatomy import filter_labels
 from .class_mix import class_mix, confident_source_labels, pair_partners
@@ -124,15 +125,33 @@ def advent_step(t, xs, ys, xt) -> Terms:
     with t.autocast():
         feats_s, aux_s, main_s = t.model(xs)
     terms = {**_seg_terms(t, aux_s, main_s, ys, "src"), **_consistency_terms(t, main_s)}
-    if t.nets.get("disc_main") is None:  # ablation: no adversarial term
+    adversarial = t.nets.get("disc_main") is not None  # off: the ablation without it
+    if not adversarial and t.size_prior is None:  # nothing looks at the target slices
         t.backward(terms, _weighted(t, terms))
         return terms
     with t.autocast():
         _, aux_t, main_t = t.model(xt)
-        terms.update(_adversarial_terms(t, aux_t, main_t))
+        if adversarial:
+            terms.update(_adversarial_terms(t, aux_t, main_t))
+    terms.update(_size_prior_terms(t, main_t))
     t.backward(terms, _weighted(t, terms))
-    terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (None, aux_t, main_t)))
+    if adversarial:
+        terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (None, aux_t, main_t)))
     return terms
+
+
+def _size_prior_terms(t, main_t) -> Terms:
+    """Beyond the paper (``loss.size_prior``): the target predictions' running class shares
+    kept within a band around the source labels' (losses/size_prior.py)."""
+    sp = t.size_prior
+    if sp is None:
+        return {}
+    probs = torch.softmax(main_t.float(), dim=1)
+    slices = probs.shape[0] * t.dist.world_size
+    global_shares = t.dist.all_reduce_sum(probs.detach().mean(dim=(0, 2, 3))) / t.dist.world_size
+    term = band_penalty(mixed_shares(probs, sp.running, global_shares, slices, sp.window), sp.source, sp.bound)
+    sp.update(global_shares, slices)
+    return {"size_trg": term}
 
 
 def update_prototypes_step(t, feats_s, ys) -> None:
@@ -154,6 +173,7 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
     if t.nets.get("disc_main") is not None:
         with t.autocast():
             terms.update(_adversarial_terms(t, aux_t, main_t))               # 2
+    terms.update(_size_prior_terms(t, main_t))  # beyond the paper, off by default
     proj = t.nets.get("projector")
     if proj is not None:  # beyond the paper: contrast (and keep prototypes) in its output space
         with t.autocast():
@@ -283,5 +303,6 @@ def loss_weights(cfg) -> Dict[str, float]:
         "adv": cfg.loss.adv_main, "adv_aux": cfg.loss.adv_aux,
         "mpcl_src": cfg.mpscl.lambda_src, "mpcl_trg": cfg.mpscl.lambda_trg,
         "st_trg": cfg.mpscl.self_training, "cons_src": cfg.appearance.consistency,
+        "size_trg": cfg.loss.size_prior,
     }
 

@@ -150,6 +150,12 @@ class Trainer:
         if self.spec.prototypes and c.self_training > 0 and c.self_training_prior > 0:
             self.class_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
                                                c.self_training_prior)
+        # loss.size_prior: the running class shares of the target predictions, in every stage
+        # that sees unlabelled target slices (a fresh estimate per stage, from the source's)
+        self.size_prior: Optional[ClassSharePrior] = None
+        if cfg.loss.size_prior > 0 and "target" in self.spec.inputs:
+            self.size_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
+                                              cfg.loss.size_prior_band)
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None
@@ -315,6 +321,7 @@ class Trainer:
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,
             "adv_gate": self.adv_gate.state_dict() if self.adv_gate is not None else None,
             "class_prior": self.class_prior.state_dict() if self.class_prior is not None else None,
+            "size_prior": self.size_prior.state_dict() if self.size_prior is not None else None,
             "rng_torch": torch.get_rng_state(),
             "world_size": self.dist.world_size, "amp": self.amp,
         }
@@ -334,6 +341,10 @@ class Trainer:
             if s.get("class_prior") is None:
                 raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no class-share prior state")
             self.class_prior.load_state_dict(s["class_prior"])
+        if self.size_prior is not None:
+            if s.get("size_prior") is None:
+                raise TrainingError(f"checkpoint of stage {s.get('stage')!r} holds no size-prior state")
+            self.size_prior.load_state_dict(s["size_prior"])
         torch.set_rng_state(s["rng_torch"])
         self.iteration = int(s["iteration"])
 
@@ -447,6 +458,11 @@ class Trainer:
             if self.class_prior is not None:  # where the running shares ended, beside the source's
                 atomic_write_text(self.out_dir / "class_prior.json",
                                   json.dumps(self.class_prior.to_dict(self.classes), indent=1) + "\n")
+            if self.size_prior is not None:  # the target predictions' running shares at the end
+                shares = self.size_prior.to_dict(self.classes)
+                shares = {k: shares[k] for k in ("window_slices", "source_shares", "running_shares")}
+                atomic_write_text(self.out_dir / "size_prior.json",
+                                  json.dumps({"band": self.size_prior.bound, **shares}, indent=1) + "\n")
         self.dist.barrier()
         self.dist.debug_dump(self.stage, self.state_dict)
         return final

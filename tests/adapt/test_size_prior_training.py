@@ -1,0 +1,41 @@
+"""Training with the size prior on the target predictions (``loss.size_prior``)."""
+import json
+
+import pytest
+import torch
+
+from mpscl.adapt.pipeline import train
+from mpscl.config import build_config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adversarial", [True, False])
+def test_advent_with_the_size_prior_logs_it_writes_the_shares_and_trains_differently(tiny_phantom, tmp_path,
+                                                                                    adversarial, capsys):
+    from test_self_training import TINY
+
+    sets = TINY + ["train.amp=off", "train.iters=3", f"loss.adversarial={str(adversarial).lower()}"]
+    runs = {}
+    for w in (0.0, 100.0):
+        cfg = build_config("cpu", sets=sets + [f"loss.size_prior={w}", "loss.size_prior_band=1.0"])
+        runs[w] = train(tiny_phantom["mr"], tiny_phantom["ct"], "advent", cfg, tmp_path / str(w), progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "100.0" / "advent" / "log.jsonl").read_text().splitlines()]
+    assert all(r["size_trg"] >= 0.0 for r in rows) and any(r["size_trg"] > 0.0 for r in rows)
+    shares = json.loads((tmp_path / "100.0" / "advent" / "size_prior.json").read_text())
+    assert shares["band"] == 1.0 and set(shares["running_shares"]) == set(shares["source_shares"])
+    assert not (tmp_path / "0.0" / "advent" / "size_prior.json").exists()
+    wa, wb = (torch.load(runs[w], weights_only=True)["model"] for w in (0.0, 100.0))
+    # parameters, not BatchNorm statistics (without D the target forward alone moves those)
+    assert any(not torch.equal(v, wb[k]) for k, v in wa.items() if "running_" not in k and "num_batches" not in k)
+    if adversarial:  # benchmarks/size_prior_gradients.py reads such a run: three finite rows
+        import importlib.util
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / "size_prior_gradients.py"
+        spec = importlib.util.spec_from_file_location("size_prior_gradients", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        capsys.readouterr()
+        assert mod.main([str(runs[100.0]), str(tiny_phantom["mr"]), str(tiny_phantom["ct"]), "--band", "1.0"]) == 0
+        rows = [l for l in capsys.readouterr().out.splitlines() if l[:4] in ("| 1 ", "| 2 ", "| 3 ")]
+        assert len(rows) == 3 and all("nan" not in r for r in rows)

@@ -144,7 +144,9 @@ def _log(path):
     # projection head and the decoder (their CE normalisers and EMA over the global batch)
     ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised", "mpscl.self_training_teacher=0.9",
      "mpscl.self_training_threshold=0.3", "mpscl.self_training_agree=false", "mpscl.projection=8",
-     "model.decoder=8"],
+     "model.decoder=8",
+     # class mixing from the paired target slice (pairs within a rank's share of 2)
+     "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=target"],
 ], ids=["paper", "switches"])
 def test_two_ranks_match_one_process(tiny_phantom, tmp_path, extra):
     """2 ranks x batch 2 == 1 process x batch 4 through warm-up, prototypes and MPSCL.

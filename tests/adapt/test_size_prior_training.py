@@ -55,3 +55,22 @@ def test_the_size_prior_is_refused_with_several_processes(tiny_phantom, tmp_path
     Trainer(cfg, "advent", src, trg, tmp_path / "one", device=torch.device("cpu"), progress=False)
     Trainer(cfg, "source-only", src, trg, tmp_path / "so", device=torch.device("cpu"), dist=DistContext(0, 2),
             progress=False)
+
+
+@pytest.mark.slow
+def test_the_mpscl_stage_continues_the_warm_ups_running_shares(tiny_phantom, tmp_path):
+    from mpscl.adapt.trainer import Trainer
+    from mpscl.data import SliceDataset
+    from mpscl.models import build_segmenter
+    from test_self_training import TINY
+
+    cfg = build_config("cpu", sets=TINY + ["train.amp=off", "loss.size_prior=1.0", "loss.size_prior_band=1.0"])
+    src, trg = SliceDataset(tiny_phantom["mr"]), SliceDataset(tiny_phantom["ct"], labelled=False)
+    warm = Trainer(cfg, "warmup", src, trg, tmp_path / "warmup", device=torch.device("cpu"), progress=False)
+    start = warm.size_prior.state_dict()["running"]
+    final = torch.load(warm.fit(), weights_only=True)
+    assert final["size_prior"]["running"] != start  # the warm-up moved it
+    protos = torch.zeros(5, build_segmenter(cfg.model, 5).feature_dim)
+    stage = Trainer(cfg, "mpscl", src, trg, tmp_path / "mpscl", device=torch.device("cpu"), init=final,
+                    prototypes=protos, progress=False)
+    assert stage.size_prior.state_dict()["running"] == final["size_prior"]["running"]

@@ -157,11 +157,14 @@ class Trainer:
             self.class_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
                                                c.self_training_prior)
         # loss.size_prior: the running class shares of the target predictions, in every stage
-        # that sees unlabelled target slices (a fresh estimate per stage, from the source's)
+        # that sees unlabelled target slices; they start at the source's, and a stage that
+        # starts from another's network (MPSCL from its warm-up) continues that estimate
         self.size_prior: Optional[ClassSharePrior] = None
         if cfg.loss.size_prior > 0 and "target" in self.spec.inputs:
             self.size_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
                                               cfg.loss.size_prior_band)
+            if init is not None and init.get("size_prior") is not None:
+                self.size_prior.load_state_dict(init["size_prior"])
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None

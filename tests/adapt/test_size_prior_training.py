@@ -41,22 +41,6 @@ def test_advent_with_the_size_prior_logs_it_writes_the_shares_and_trains_differe
         assert len(rows) == 3 and all("nan" not in r for r in rows)
 
 
-def test_the_size_prior_is_refused_with_several_processes(tiny_phantom, tmp_path):
-    from mpscl.adapt.distributed import DistContext
-    from mpscl.adapt.trainer import Trainer, TrainingError
-    from mpscl.data import SliceDataset
-    from test_self_training import TINY
-
-    cfg = build_config("cpu", sets=TINY + ["loss.size_prior=1.0"])
-    src, trg = SliceDataset(tiny_phantom["mr"]), SliceDataset(tiny_phantom["ct"], labelled=False)
-    with pytest.raises(TrainingError, match="not supported with several processes"):
-        Trainer(cfg, "advent", src, trg, tmp_path, device=torch.device("cpu"), dist=DistContext(0, 2), progress=False)
-    # one process, or a stage without target slices (source-only), trains as usual
-    Trainer(cfg, "advent", src, trg, tmp_path / "one", device=torch.device("cpu"), progress=False)
-    Trainer(cfg, "source-only", src, trg, tmp_path / "so", device=torch.device("cpu"), dist=DistContext(0, 2),
-            progress=False)
-
-
 @pytest.mark.slow
 def test_the_mpscl_stage_continues_the_warm_ups_running_shares(tiny_phantom, tmp_path):
     from mpscl.adapt.trainer import Trainer

@@ -22,6 +22,7 @@ import torch
 
 from mpscl.losses import mpcl_loss, segmentation_loss, weighted_cross_entropy
 from mpscl.losses.segmentation import class_counts
+from mpscl.losses.size_prior import band_penalty, mixed_shares
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -47,7 +48,7 @@ def test_cross_entropy_rank_shares_average_to_the_global_loss(degenerate):
     mean = (shares[0] + shares[1]) / 2
     assert torch.allclose(mean, whole, rtol=1e-12, atol=0)
     # the gradients the ranks average are the gradient of the global loss
-    (g_whole,) = torch.autograd.grad(whole, logits)
+    (g_whole,) = torch.autograd.grad(whole, logits, retain_graph=True)
     (g_mean,) = torch.autograd.grad(mean, logits)
     assert torch.allclose(g_mean, g_whole, rtol=1e-10, atol=1e-15)
     # without counts a rank's loss is its own batch's (what we had before: not the global one)
@@ -75,6 +76,37 @@ def test_masked_mpcl_rank_shares_average_to_the_global_loss():
               for fh, lh, mh in zip(_halves(f), _halves(labels), _halves(mask))]
     assert torch.allclose((shares[0] + shares[1]) / 2, whole, rtol=1e-12)
     assert torch.equal(mpcl_loss(f, labels, protos, mask=mask, mask_total=total, **kw), whole)
+
+
+def test_size_prior_rank_gradients_average_to_one_process():
+    """Each rank folds the global batch's shares into the running estimate and takes the
+    gradient of its own slices only; the mean of the ranks' gradients is one process's."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    logits.data[:2, 1] += 2.0  # rank 0's slices call class 1 far more often than rank 1's
+    source = torch.tensor([0.8, 0.15, 0.05], dtype=torch.float64)
+    running = torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64)
+
+    def penalty(probs, global_shares):
+        return band_penalty(mixed_shares(probs, running, global_shares, slices=4, window=16.0), source, 1.2)
+
+    probs = torch.softmax(logits, dim=1)
+    whole = penalty(probs, probs.detach().mean(dim=(0, 2, 3)))
+    (g_whole,) = torch.autograd.grad(whole, logits, retain_graph=True)
+    global_shares = torch.stack([h.detach().mean(dim=(0, 2, 3)) for h in _halves(probs)]).mean(dim=0)
+    shares = [penalty(h, global_shares) for h in _halves(probs)]
+    grads = [torch.autograd.grad(v, logits, retain_graph=True)[0] for v in shares]
+    assert whole.item() > 0  # the penalty is active
+    for v in shares:  # every rank holds the global value
+        assert torch.allclose(v, whole, rtol=1e-12)
+    assert torch.allclose((grads[0] + grads[1]) / 2, g_whole, rtol=1e-10, atol=1e-15)
+    # each rank's gradient reaches its own slices only
+    assert grads[0][2:].abs().max() == 0 and grads[1][:2].abs().max() == 0
+    # the rank's own shares in place of the global batch's would not be one process's
+    local = [band_penalty(mixed_shares(h, running, h.detach().mean(dim=(0, 2, 3)), 4, 16.0), source, 1.2)
+             for h in _halves(probs)]
+    wrong = [torch.autograd.grad(v, logits, retain_graph=True)[0] for v in local]
+    assert not torch.allclose((wrong[0] + wrong[1]) / 2, g_whole, rtol=1e-3)
 
 
 def _trainer(cfg_sets, data, rank=0, world=1, tmp=None):
@@ -138,17 +170,24 @@ def _log(path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-@pytest.mark.parametrize("extra", [
-    [],
+@pytest.mark.parametrize("extra,iters", [
+    ([], 3),
     # beyond the paper: target self-training on the randomised view from a mean teacher, the
     # projection head and the decoder (their CE normalisers and EMA over the global batch)
-    ["mpscl.self_training=1.0", "mpscl.self_training_view=randomised", "mpscl.self_training_teacher=0.9",
+    (["mpscl.self_training=1.0", "mpscl.self_training_view=randomised", "mpscl.self_training_teacher=0.9",
      "mpscl.self_training_threshold=0.3", "mpscl.self_training_agree=false", "mpscl.projection=8",
      "model.decoder=8",
      # class mixing from the paired target slice (pairs within a rank's share of 2)
-     "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=target"],
-], ids=["paper", "switches"])
-def test_two_ranks_match_one_process(tiny_phantom, tmp_path, extra):
+     "mpscl.self_training_mix=true", "mpscl.self_training_mix_pasted=target"], 3),
+    # beyond the paper: the size prior on the target predictions (global shares, local
+    # gradients), its band closed so that it acts from the first iteration. One iteration per
+    # stage: its gradients are large enough that by the second a float32 rounding difference
+    # can flip a ReLU whose input lies within it of zero, which later iterations amplify
+    # (docs/METHOD_NOTES.md, size prior). With each rank's own shares in place of the global
+    # batch's the MPSCL state differed from one process's by 7e-4 here, with them by 6e-7.
+    (["loss.size_prior=1.0", "loss.size_prior_band=1.0"], 1),
+], ids=["paper", "switches", "size-prior"])
+def test_two_ranks_match_one_process(tiny_phantom, tmp_path, extra, iters):
     """2 ranks x batch 2 == 1 process x batch 4 through warm-up, prototypes and MPSCL.
 
     Ranks must agree bit for bit: they apply the same all-reduced gradients to the same
@@ -168,7 +207,7 @@ def test_two_ranks_match_one_process(tiny_phantom, tmp_path, extra):
               # the elementwise bound. Its sharding per global sample is pinned exactly by
               # test_rank_batches_are_the_slices_of_the_global_batch (cpu preset, GIN on)
               "--method", "mpscl", "--preset", "cpu-plain", "--device", "cpu", "--no-progress",
-              "--iters", "3",  # 3 warm-up + 3 MPSCL iterations
+              "--iters", str(iters),  # warm-up and MPSCL iterations each
               "--set", "data.size=48", "--set", "model.width=8", "--set", "model.disc_width=16",
               "--set", "train.threads=1", "--set", "train.log_every=1",
               "--set", "train.checkpoint_every=0",
@@ -218,14 +257,17 @@ def test_two_ranks_match_one_process(tiny_phantom, tmp_path, extra):
     assert all(torch.equal(final[k], r0[k]) for k in r0)
     for stage in ("warmup", "mpscl"):
         log_ddp, log_one = _log(ddp / "run" / stage / "log.jsonl"), _log(one / "run" / stage / "log.jsonl")
-        assert [r["iter"] for r in log_ddp] == [1, 2, 3]
+        assert [r["iter"] for r in log_ddp] == list(range(1, iters + 1))
         for rd, ro in zip(log_ddp, log_one):
             for k, v in ro.items():
                 if k not in ("sec_per_iter", "stage", "iter") and isinstance(v, float):
                     assert rd[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (stage, rd["iter"], k)
     selected = [r["selected"] for r in _log(ddp / "run" / "mpscl" / "log.jsonl")]
     assert any(0.0 < s < 1.0 for s in selected), selected
-    if extra:  # the switches were live: teacher, head and decoder checkpointed, self-training logged
+    if any(e.startswith("loss.size_prior=") for e in extra):  # the prior was live in both stages
+        for stage in ("warmup", "mpscl"):
+            assert all(r["size_trg"] > 0 for r in _log(ddp / "run" / stage / "log.jsonl"))
+    elif extra:  # the switches were live: teacher, head and decoder checkpointed, self-training logged
         assert any(k.startswith("teacher.") for k in r0) and any(k.startswith("projector.") for k in r0)
         assert any(k.startswith("model.decoder.") for k in r0)
         assert any(r.get("st_trg", 0) > 0 for r in _log(ddp / "run" / "mpscl" / "log.jsonl"))

@@ -37,8 +37,8 @@ def mixed_shares(local_probs: torch.Tensor, running: torch.Tensor, global_shares
     """The running estimate with this batch folded in: ``m * running + (1 - m) * batch`` with
     ``m = max(0, 1 - slices / window)``; the batch's value is ``global_shares`` (the mean
     softmax of the global batch, every rank's) and its gradient that of this rank's softmax
-    ``local_probs`` (B,K,H,W), so that DDP's averaged gradients are one process's (the
-    trainer still refuses the prior under DDP: its MPSCL stage did not match, docs/METHOD_NOTES.md)."""
+    ``local_probs`` (B,K,H,W), so that DDP's averaged gradients are one process's
+    (tests/scale/test_ddp.py)."""
     local = local_probs.float().mean(dim=(0, 2, 3))
     batch = global_shares.to(local) + (local - local.detach())
     m = max(0.0, 1.0 - slices / window)

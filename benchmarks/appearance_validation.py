@@ -167,6 +167,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # the source's) in the warm-up and the MPSCL stage (losses/size_prior.py); own warm-ups
     "mpscl-gin-long2x-st-mt995-size01": ("mpscl", RECIPE + ["loss.size_prior=0.1"]),
     "mpscl-gin-long2x-st-mt995-size1": ("mpscl", RECIPE + ["loss.size_prior=1.0"]),
+    # twenty-sixth round: the same prior in the MPSCL stage only (the recipe's warm-up, paired)
+    "mpscl-gin-long2x-st-mt995-size01-stage": ("mpscl", RECIPE + ["loss.size_prior=0.1"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -175,7 +177,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
 }
 # settings that act on the MPSCL stage only: left out of the shared warm-up
 STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
-              "mpscl-gin-long2x-st-gentle-mt995-threads2": ["train.threads=2"]}
+              "mpscl-gin-long2x-st-gentle-mt995-threads2": ["train.threads=2"],
+              "mpscl-gin-long2x-st-mt995-size01-stage": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

@@ -111,7 +111,8 @@ class LossConfig:
     adv_gate: bool = False
     # beyond the paper, 0 = off: this weight times a penalty on the running class shares of the
     # target predictions (mean softmax) outside [1/band, band] times the source labels' shares,
-    # in every stage that sees unlabelled target slices (losses/size_prior.py)
+    # in every stage that sees unlabelled target slices (losses/size_prior.py); mpscl.size_prior
+    # sets the MPSCL stage's own weight
     size_prior: float = setting(0.0, "[0, 1000]")
     size_prior_band: float = setting(1.5, "[1, 100]")
 
@@ -175,6 +176,10 @@ class MPSCLConfig:
     # channels) between the layer4 features and the contrastive loss, prototypes and
     # pseudo-labels, as in SimCLR/SupCon; the post-ReLU features cannot have negative cosines
     projection: int = setting(0, "[0, 4096]")
+    # Beyond the paper, 0 = follow loss.size_prior: the size prior's weight in the MPSCL stage
+    # alone (band loss.size_prior_band), so the AdvEnt warm-up, AdvEnt and the other methods
+    # train without it (benchmarks/README.md, "Twenty-sixth round")
+    size_prior: float = setting(0.0, "[0, 1000]")
 
 
 @dataclass

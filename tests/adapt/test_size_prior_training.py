@@ -58,3 +58,56 @@ def test_the_mpscl_stage_continues_the_warm_ups_running_shares(tiny_phantom, tmp
     stage = Trainer(cfg, "mpscl", src, trg, tmp_path / "mpscl", device=torch.device("cpu"), init=final,
                     prototypes=protos, progress=False)
     assert stage.size_prior.state_dict()["running"] == final["size_prior"]["running"]
+
+
+def test_the_mpscl_stage_weight_applies_to_the_mpscl_stage_alone():
+    from mpscl import methods
+    from mpscl.adapt.steps import loss_weights, size_prior_weight
+
+    mp = methods.get_method("mpscl")
+    warmup, stage = mp.stage("warmup"), mp.stage("mpscl")
+    only = build_config("cpu", sets=["mpscl.size_prior=0.1"])
+    assert [size_prior_weight(only, s) for s in (None, warmup, stage)] == [0.0, 0.0, 0.1]
+    assert loss_weights(only, stage)["size_trg"] == 0.1 and loss_weights(only, warmup)["size_trg"] == 0.0
+    both = build_config("cpu", sets=["loss.size_prior=2.0", "mpscl.size_prior=0.1"])
+    assert [size_prior_weight(both, s) for s in (None, warmup, stage)] == [2.0, 2.0, 0.1]
+    every = build_config("cpu", sets=["loss.size_prior=2.0"])
+    assert [size_prior_weight(every, s) for s in (None, warmup, stage)] == [2.0, 2.0, 2.0]
+    # AdvEnt never reads mpscl.*: its run folders do not depend on the stage's weight
+    from mpscl.adapt.trainer import training_changes
+
+    old = build_config("cpu").to_dict()
+    assert training_changes(old, only, methods.get_method("advent")) == []
+    assert training_changes(old, only, mp) == ["mpscl.size_prior"]
+
+
+@pytest.mark.slow
+def test_the_stage_only_weight_trains_the_stage_as_loss_size_prior_does_and_leaves_the_warm_up(tiny_phantom,
+                                                                                              tmp_path):
+    """``mpscl.size_prior`` is what benchmarks/appearance_validation.py's stage-only runs did by
+    hand (``loss.size_prior`` in a stage started from a warm-up without it): the same weights."""
+    from mpscl.adapt.trainer import Trainer
+    from mpscl.data import SliceDataset
+    from mpscl.models import build_segmenter
+    from test_self_training import TINY
+
+    base = TINY + ["train.amp=off", "loss.size_prior_band=1.0"]
+    src, trg = SliceDataset(tiny_phantom["mr"]), SliceDataset(tiny_phantom["ct"], labelled=False)
+    cfg = build_config("cpu", sets=base + ["mpscl.size_prior=1.0"])
+    warm = Trainer(cfg, "warmup", src, trg, tmp_path / "warmup", device=torch.device("cpu"), progress=False)
+    assert warm.size_prior is None
+    final = torch.load(warm.fit(), weights_only=True)
+    assert final["size_prior"] is None
+    protos = torch.zeros(5, build_segmenter(cfg.model, 5).feature_dim)
+    got = {}
+    for name, sets in {"switch": ["mpscl.size_prior=1.0"], "by-hand": ["loss.size_prior=1.0"], "off": []}.items():
+        c = build_config("cpu", sets=base + sets)
+        stage = Trainer(c, "mpscl", src, trg, tmp_path / name, device=torch.device("cpu"), init=final,
+                        prototypes=protos, progress=False)
+        got[name] = torch.load(stage.fit(), weights_only=True)
+    rows = [json.loads(l) for l in (tmp_path / "switch" / "log.jsonl").read_text().splitlines()]
+    assert any(r["size_trg"] > 0.0 for r in rows)
+    assert got["switch"]["size_prior"] == got["by-hand"]["size_prior"]
+    assert all(torch.equal(v, got["by-hand"]["model"][k]) for k, v in got["switch"]["model"].items())
+    assert any(not torch.equal(v, got["off"]["model"][k]) for k, v in got["switch"]["model"].items()
+               if "running_" not in k and "num_batches" not in k)

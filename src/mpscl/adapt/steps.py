@@ -57,7 +57,7 @@ def _global_batch(t, labels) -> Dict:
 
 
 def _weighted(t, terms: Terms) -> torch.Tensor:
-    w = loss_weights(t.cfg)
+    w = loss_weights(t.cfg, t.spec)
     if t.adv_gate is not None and "adv" in terms:  # loss.adv_gate: as much as D finds a gap
         gate = t.adv_gate.value
         w["adv"], w["adv_aux"] = w["adv"] * gate, w["adv_aux"] * gate
@@ -296,13 +296,21 @@ def _mixed_slices(t, xs, ys, xt, labels, pred, teacher):
     return class_mix(xs, ys, xt, labels, masks)
 
 
-def loss_weights(cfg) -> Dict[str, float]:
-    """The weight of every generator-side term (step 6)."""
+def size_prior_weight(cfg, stage=None) -> float:
+    """The size prior's weight in ``stage`` (a ``methods.Stage``): ``mpscl.size_prior`` in an
+    MPSCL stage when it is set, else ``loss.size_prior``."""
+    if stage is not None and stage.prototypes and cfg.mpscl.size_prior > 0:
+        return cfg.mpscl.size_prior
+    return cfg.loss.size_prior
+
+
+def loss_weights(cfg, stage=None) -> Dict[str, float]:
+    """The weight of every generator-side term (step 6) in ``stage`` (None: any but MPSCL's)."""
     return {
         "seg_src": cfg.loss.seg_main, "seg_src_aux": cfg.loss.seg_aux,
         "adv": cfg.loss.adv_main, "adv_aux": cfg.loss.adv_aux,
         "mpcl_src": cfg.mpscl.lambda_src, "mpcl_trg": cfg.mpscl.lambda_trg,
         "st_trg": cfg.mpscl.self_training, "cons_src": cfg.appearance.consistency,
-        "size_trg": cfg.loss.size_prior,
+        "size_trg": size_prior_weight(cfg, stage),
     }
 

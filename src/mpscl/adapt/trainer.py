@@ -33,6 +33,7 @@ from .class_prior import ClassSharePrior, class_shares
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
+from .steps import size_prior_weight
 
 # keys that change how a run is executed or logged, not what it computes
 # train.amp among them like train.device: what each stage trained in is recorded in its
@@ -151,10 +152,11 @@ class Trainer:
             self.class_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
                                                c.self_training_prior)
         # loss.size_prior: the running class shares of the target predictions, in every stage
-        # that sees unlabelled target slices; they start at the source's, and a stage that
-        # starts from another's network (MPSCL from its warm-up) continues that estimate
+        # that sees unlabelled target slices (mpscl.size_prior: the MPSCL stage's own weight);
+        # they start at the source's, and a stage that starts from another's network (MPSCL
+        # from its warm-up) continues that estimate where that stage kept one
         self.size_prior: Optional[ClassSharePrior] = None
-        if cfg.loss.size_prior > 0 and "target" in self.spec.inputs:
+        if size_prior_weight(cfg, self.spec) > 0 and "target" in self.spec.inputs:
             self.size_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
                                               cfg.loss.size_prior_band)
             if init is not None and init.get("size_prior") is not None:

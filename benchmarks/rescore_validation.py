@@ -1,7 +1,8 @@
 """Score finished validation runs another way, without training (issue 14): the mean
 teacher's weights instead of the student's (``--teacher``, sixteenth round), test-time
 flips (``--tta``, ``mpscl evaluate --tta``) and/or each structure's largest connected piece
-only (``--largest-component``, ``mpscl evaluate --largest-component``).
+only (``--largest-component``, ``mpscl evaluate --largest-component``); or the same runs
+on the suite's TEST cases (``--test-cases``), once a round has decided on validation.
 
 A run with ``mpscl.self_training_teacher`` in (0, 1) keeps, in ``RUN/mpscl/final.pt``, the
 teacher: an exponential moving average of the segmenter's weights. Runs are scored on the
@@ -12,6 +13,11 @@ scores the run's final model, into RESULTS/<suite>/<run>-teacher (-tta, -lcc, -t
     python benchmarks/rescore_validation.py --teacher --suite mscmrseg19 \\
         --run mpscl-gin-long2x-st-gentle-mt995 --seeds 1,2,3 \\
         --work bench_work --results benchmarks/results/validation-3600
+
+``--test-cases`` scores the run's final model as trained on the test cases (LGE 6-45,
+phantom cases 4-12) into SCORES/<suite>/<run>-test/seed<k>/ (``--scores``, default RESULTS):
+the runs of a validation pair are the benchmark's own training (same data, seed and
+config), so an adopted change can be confirmed, paired, on the test cases without training.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -54,26 +60,29 @@ def teacher_of(run: Path) -> torch.nn.Module:
 
 
 def score(suite: str, run_name: str, seed: int, work: Path, results: Path, teacher: bool = False,
-          tta: bool = False, largest_component: bool = False) -> float:
+          tta: bool = False, largest_component: bool = False, test_cases: bool = False,
+          scores: Optional[Path] = None) -> float:
     run = work / "appearance-runs" / suite / run_name / f"seed{seed}"
     model = teacher_of(run) if teacher else None
-    name = run_name + ("-teacher" if teacher else "") + ("-tta" if tta else "") + ("-lcc" if largest_component else "")
+    name = run_name + ("-teacher" if teacher else "") + ("-tta" if tta else "") + \
+        ("-lcc" if largest_component else "") + ("-test" if test_cases else "")
+    cases = BUILTIN[suite].test_cases if test_cases else VAL_CASES[suite]
     size = load_checkpoint(run / "final.pt")["config"]["data"]["size"]
     dirs = prepare_builtin(BUILTIN[suite], work, size, SHARED)
-    res = results / suite / name / f"seed{seed}"
+    res = (scores or results) / suite / name / f"seed{seed}"
     res.mkdir(parents=True, exist_ok=True)
-    m = evaluate_checkpoint(run / "final.pt", dirs["target"], res, cases=VAL_CASES[suite], progress=False,
+    m = evaluate_checkpoint(run / "final.pt", dirs["target"], res, cases=cases, progress=False,
                             per_case=None if model is None else (lambda loaded, image: model), tta=tta,
                             largest_component=largest_component)
     base = json.loads((results / suite / run_name / f"seed{seed}" / "run.json").read_text())
     scored = ("the mean teacher's weights (RUN/mpscl/final.pt 'teacher')" if teacher else "the final model") \
         + (", test-time flips" if tta else "") + (", largest component" if largest_component else "")
     info = {"suite": suite, "run": name, "method": base["method"], "seed": seed, "sets": base["sets"],
-            "scored": scored, "val_cases": VAL_CASES[suite], "train_seconds": 0.0, "git_commit": _git_commit(),
+            "scored": scored, ("test_cases" if test_cases else "val_cases"): cases, "train_seconds": 0.0, "git_commit": _git_commit(),
             "machine": machine_line(), "amp": base.get("amp"), "dice_mean": m["summary"]["dice_mean"]}
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} "
-          f"(as trained and scored {base['dice_mean']:.2f})", flush=True)
+    print(f"[done] {suite} {name} seed {seed}: {'test' if test_cases else 'val'} Dice {info['dice_mean']:.2f} "
+          f"(as trained, on the validation cases {base['dice_mean']:.2f})", flush=True)
     return info["dice_mean"]
 
 
@@ -85,15 +94,18 @@ def main(argv=None) -> int:
     ap.add_argument("--tta", action="store_true", help="test-time flips (mpscl evaluate --tta)")
     ap.add_argument("--largest-component", action="store_true",
                     help="each structure's largest connected piece only (mpscl evaluate --largest-component)")
+    ap.add_argument("--test-cases", action="store_true",
+                    help="score on the suite's test cases instead (once a round has decided)")
+    ap.add_argument("--scores", type=Path, help="where the new scores go (default: --results)")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--work", type=Path, default=Path("bench_work"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/validation-3600"))
     a = ap.parse_args(argv)
-    if not (a.teacher or a.tta or a.largest_component):
-        ap.error("nothing to score differently: pass --teacher, --tta and/or --largest-component")
+    if not (a.teacher or a.tta or a.largest_component or a.test_cases):
+        ap.error("nothing to score differently: pass --teacher, --tta, --largest-component and/or --test-cases")
     for k in (int(s) for s in a.seeds.split(",")):
         score(a.suite, a.run, k, a.work, a.results, teacher=a.teacher, tta=a.tta,
-              largest_component=a.largest_component)
+              largest_component=a.largest_component, test_cases=a.test_cases, scores=a.scores)
     return 0
 
 

@@ -169,6 +169,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-long2x-st-mt995-size1": ("mpscl", RECIPE + ["loss.size_prior=1.0"]),
     # twenty-sixth round: the same prior in the MPSCL stage only (the recipe's warm-up, paired)
     "mpscl-gin-long2x-st-mt995-size01-stage": ("mpscl", RECIPE + ["loss.size_prior=0.1"]),
+    # twenty-seventh round: full-weight self-training (seventeenth round) under the stage's size
+    # prior (mpscl.size_prior: the MPSCL stage only, so the recipe's warm-up is shared)
+    "mpscl-gin-long2x-st-mt995-size01-stage-w1": ("mpscl", RECIPE + [
+        "mpscl.size_prior=0.1", "mpscl.self_training=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

@@ -62,11 +62,12 @@ def test_settings_are_validated():
     assert cfg.mpscl.self_training == 0.5 and cfg.mpscl.self_training_view == "randomised"
     assert build_config("paper-mr2ct").mpscl.self_training == 0.0  # the paper's method: off
     plain = build_config("cpu-plain").mpscl  # the faithful MPSCL at CPU scale: no self-training, no teacher
-    assert (plain.self_training, plain.self_training_teacher) == (0.0, 0.0)
+    assert (plain.self_training, plain.self_training_teacher, plain.size_prior) == (0.0, 0.0, 0.0)
     # the recommended CPU recipe: the gentle setting (eleventh round), labels from a mean teacher (fifteenth)
     c = build_config("cpu").mpscl
     assert (c.self_training, c.self_training_view, c.self_training_threshold, c.self_training_agree,
             c.self_training_teacher) == (0.3, "randomised", 0.95, True, 0.995)
+    assert c.size_prior == 0.1  # in the MPSCL stage alone (twenty-sixth round)
     assert build_config("cpu", sets=["mpscl.self_training_teacher=1"]).mpscl.self_training_teacher == 1.0
     with pytest.raises(ConfigError, match="self_training_teacher"):
         build_config("cpu", sets=["mpscl.self_training_teacher=1.01"])

@@ -71,14 +71,15 @@ def test_the_mpscl_stage_weight_applies_to_the_mpscl_stage_alone():
     assert loss_weights(only, stage)["size_trg"] == 0.1 and loss_weights(only, warmup)["size_trg"] == 0.0
     both = build_config("cpu", sets=["loss.size_prior=2.0", "mpscl.size_prior=0.1"])
     assert [size_prior_weight(both, s) for s in (None, warmup, stage)] == [2.0, 2.0, 0.1]
-    every = build_config("cpu", sets=["loss.size_prior=2.0"])
+    every = build_config("cpu", sets=["loss.size_prior=2.0", "mpscl.size_prior=0"])
     assert [size_prior_weight(every, s) for s in (None, warmup, stage)] == [2.0, 2.0, 2.0]
     # AdvEnt never reads mpscl.*: its run folders do not depend on the stage's weight
     from mpscl.adapt.trainer import training_changes
 
-    old = build_config("cpu").to_dict()
+    old = build_config("cpu", sets=["mpscl.size_prior=0"]).to_dict()
     assert training_changes(old, only, methods.get_method("advent")) == []
     assert training_changes(old, only, mp) == ["mpscl.size_prior"]
+    assert build_config("cpu").mpscl.size_prior == 0.1 and build_config("cpu").loss.size_prior == 0.0
 
 
 @pytest.mark.slow
@@ -100,7 +101,8 @@ def test_the_stage_only_weight_trains_the_stage_as_loss_size_prior_does_and_leav
     assert final["size_prior"] is None
     protos = torch.zeros(5, build_segmenter(cfg.model, 5).feature_dim)
     got = {}
-    for name, sets in {"switch": ["mpscl.size_prior=1.0"], "by-hand": ["loss.size_prior=1.0"], "off": []}.items():
+    for name, sets in {"switch": ["mpscl.size_prior=1.0"], "by-hand": ["loss.size_prior=1.0", "mpscl.size_prior=0"],
+                       "off": ["mpscl.size_prior=0"]}.items():
         c = build_config("cpu", sets=base + sets)
         stage = Trainer(c, "mpscl", src, trg, tmp_path / name, device=torch.device("cpu"), init=final,
                         prototypes=protos, progress=False)

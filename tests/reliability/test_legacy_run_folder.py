@@ -70,5 +70,5 @@ def test_old_cpu_preset_folder_continues_with_cpu_plain_and_is_refused_by_cpu(tm
     check_run_config(tmp_path, build_config("cpu-plain"), "mpscl")  # the same settings: accepted
     with pytest.raises(TrainingError, match=r"differs in: appearance\.gin, mpscl\.self_training, "
                                             r"mpscl\.self_training_teacher, mpscl\.self_training_threshold, mpscl\.self_training_view, "
-                                            r"train\.iters, train\.warmup_iters\)"):
+                                            r"mpscl\.size_prior, train\.iters, train\.warmup_iters\)"):
         check_run_config(tmp_path, build_config("cpu"), "mpscl")

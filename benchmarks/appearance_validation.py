@@ -177,6 +177,9 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # (round 26's ratio of about 1:3, 0.1 to 0.3, kept at full weight)
     "mpscl-gin-long2x-st-mt995-size03-stage-w1": ("mpscl", RECIPE + [
         "mpscl.size_prior=0.3", "mpscl.self_training=1.0"]),
+    # twenty-ninth round: a prior as strong as the self-training term (fresh seeds 4-6)
+    "mpscl-gin-long2x-st-mt995-size1-stage-w1": ("mpscl", RECIPE + [
+        "mpscl.size_prior=1.0", "mpscl.self_training=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

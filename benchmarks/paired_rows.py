@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     print("| seed | a | b | a - b |\n|---|---|---|---|")
     for k in seeds:
         print(f"| {k} | {ma[k]:.2f} | {mb[k]:.2f} | {ma[k] - mb[k]:+.2f} |")
+    # paired_cases reads RESULTS/<name>/seed*/: with RESULTS "." a name may be any folder path
     c = paired_cases(Path("."), str(args.a), str(args.b))
     if c:
         print(f"\ncase by case over seeds {', '.join(map(str, c['seeds']))}: {c['mean_diff']:+.2f}, "

@@ -8,6 +8,9 @@ suite's mean difference over the seeds at least ``-margin`` and the three-suite 
 MIN_GAIN. ``--seeds`` restricts both rules to the seeds named (a confirmation on fresh seeds).
 Both runs are read from RESULTS/<suite>/<run>/seed<k>/run.json (``appearance_validation.py``,
 ``adabn_validation.py``); a seed is judged only when both runs have it on all three suites.
+``--results`` may be given more than once (seeds trained on different machines): each suite and
+seed is read from the first folder holding the variant's run, the base from that same folder,
+so a pair never mixes machines.
 
     python benchmarks/validation_rule.py --base mpscl-gin-longwarm+adabn \
         --variant mpscl-gin-fda-longwarm+adabn --seed-means 1.0 --seeds 4,5 \
@@ -19,7 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 SUITES = ("mscmrseg19", "phantom-mr2ct", "phantom-ct2mr")
 
@@ -36,24 +39,39 @@ def seed_verdict(diffs: List[Optional[float]], margin: float = 1.0) -> Optional[
     return sum(known) / len(known) > 0
 
 
+Folders = Union[Path, Sequence[Path]]
+
+
 def _dice(results: Path, suite: str, run: str, seed: int) -> Optional[float]:
     p = results / suite / run / f"seed{seed}" / "run.json"
     return json.loads(p.read_text())["dice_mean"] if p.is_file() else None
 
 
-def compare(results: Path, base: str, variant: str, margin: float = 1.0,
+def _folders(results: Folders) -> List[Path]:
+    return [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+
+
+def holder(results: Folders, suite: str, run: str, seed: int) -> Path:
+    """The first folder holding ``run``'s seed on ``suite`` (the first folder if none does)."""
+    folders = _folders(results)
+    return next((r for r in folders if (r / suite / run / f"seed{seed}" / "run.json").is_file()), folders[0])
+
+
+def compare(results: Folders, base: str, variant: str, margin: float = 1.0,
             only: Optional[List[int]] = None, base_results: Optional[Path] = None) -> Dict:
     """Per seed of the variant (those in ``only`` if given): its differences to the base on
     each suite and the verdict; ``adopt`` is "yes" (every seed passes), "no" (one fails) or
-    "pending". The base is read from ``base_results`` where given (say the same run trained
-    on another machine), else from ``results``."""
-    base_results = results if base_results is None else base_results
-    seeds = sorted({int(p.name[4:]) for s in SUITES for p in (results / s / variant).glob("seed*")})
+    "pending". ``results`` is one folder or several (each suite and seed from the first that
+    holds the variant's run); the base is read from ``base_results`` where given (say the same
+    run trained on another machine), else from the variant's folder."""
+    folders = _folders(results)
+    seeds = sorted({int(p.name[4:]) for r in folders for s in SUITES for p in (r / s / variant).glob("seed*")})
     if only is not None:
         seeds = [k for k in seeds if k in only]
     rows = []
     for k in seeds:
-        pairs = [(_dice(base_results, s, base, k), _dice(results, s, variant, k)) for s in SUITES]
+        where = [holder(folders, s, variant, k) for s in SUITES]
+        pairs = [(_dice(base_results or w, s, base, k), _dice(w, s, variant, k)) for s, w in zip(SUITES, where)]
         diffs = [None if b is None or v is None else v - b for b, v in pairs]
         known = [d for d in diffs if d is not None]
         rows.append({"seed": k, "diffs": diffs, "mean": sum(known) / len(known) if known else None,
@@ -76,10 +94,10 @@ def seed_means_verdict(rows: List[Dict], margin: float = 1.0, min_gain: float = 
             "passes": min(means) >= -margin and mean >= min_gain}
 
 
-def class_means(results: Path, suite: str, run: str, seeds: List[int]) -> Optional[Dict]:
-    """Mean Dice and per-class Dice over ``seeds`` of one run (from each seed's metrics.json),
-    or None when a seed is missing."""
-    paths = [results / suite / run / f"seed{k}" / "metrics.json" for k in seeds]
+def class_means(results: Folders, suite: str, run: str, seeds: List[int]) -> Optional[Dict]:
+    """Mean Dice and per-class Dice over ``seeds`` of one run (from each seed's metrics.json,
+    in the first of the folders holding it), or None when a seed is missing."""
+    paths = [holder(results, suite, run, k) / suite / run / f"seed{k}" / "metrics.json" for k in seeds]
     if not seeds or not all(p.is_file() for p in paths):
         return None
     sums = [json.loads(p.read_text())["summary"] for p in paths]
@@ -92,7 +110,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True)
     ap.add_argument("--variant", required=True)
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/appearance-validation"))
+    ap.add_argument("--results", type=Path, action="append", default=None,
+                    help="results folder; repeat for seeds trained elsewhere (default: "
+                         "benchmarks/results/appearance-validation)")
     ap.add_argument("--base-results", type=Path, default=None,
                     help="read the base from this results folder instead of --results")
     ap.add_argument("--margin", type=float, default=1.0)
@@ -103,6 +123,7 @@ def main(argv=None) -> int:
                     help="also each run's mean and per-class Dice over the seeds judged on every suite")
     a = ap.parse_args(argv)
     only = None if a.seeds is None else [int(k) for k in a.seeds.split(",")]
+    a.results = a.results or [Path("benchmarks/results/appearance-validation")]
     out = compare(a.results, a.base, a.variant, a.margin, only, a.base_results)
     base_name = a.base if a.base_results is None else f"{a.base} ({a.base_results})"
     print(f"{a.variant} minus {base_name}, mean Dice on the validation cases\n")

@@ -88,3 +88,23 @@ def test_the_base_can_come_from_another_results_folder(tmp_path):
     out = rule.compare(here, "run", "run", base_results=there)
     assert out["rows"][0]["diffs"] == pytest.approx([0.5, 1.0, -2.0]) and out["adopt"] == "no"
     assert rule.compare(here, "run", "run")["rows"][0]["diffs"] == [0.0, 0.0, 0.0]  # without it: itself
+
+
+def test_several_results_folders_keep_each_pair_on_one_machine(tmp_path):
+    zen3, zen4 = tmp_path / "zen3", tmp_path / "zen4"
+    for s in rule.SUITES:  # seed 4: phantom on the Zen 3, LGE on the Zen 4; seed 5 on the Zen 4
+        _result(zen4, s, "base", 5, 60.0)
+        _result(zen4, s, "var", 5, 61.0)
+    for s, b, v in zip(rule.SUITES[1:], (57.0, 59.6), (59.0, 59.9)):
+        _result(zen3, s, "base", 4, b)
+        _result(zen3, s, "var", 4, v)
+        _result(zen4, s, "base", 4, 10.0)  # a stray base on the other machine: never paired
+    _result(zen4, rule.SUITES[0], "base", 4, 75.0)
+    _result(zen4, rule.SUITES[0], "var", 4, 76.5)
+    out = rule.compare([zen3, zen4], "base", "var")
+    assert [r["seed"] for r in out["rows"]] == [4, 5]
+    assert out["rows"][0]["diffs"] == pytest.approx([1.5, 2.0, 0.3])
+    assert out["rows"][1]["diffs"] == pytest.approx([1.0, 1.0, 1.0]) and out["adopt"] == "yes"
+    assert rule.holder([zen3, zen4], rule.SUITES[0], "var", 4) == zen4
+    assert rule.holder([zen3, zen4], rule.SUITES[1], "var", 4) == zen3
+    assert rule.compare(zen3, "base", "var")["rows"][0]["passes"] is None  # LGE missing there

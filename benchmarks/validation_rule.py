@@ -94,10 +94,13 @@ def seed_means_verdict(rows: List[Dict], margin: float = 1.0, min_gain: float = 
             "passes": min(means) >= -margin and mean >= min_gain}
 
 
-def class_means(results: Folders, suite: str, run: str, seeds: List[int]) -> Optional[Dict]:
+def class_means(results: Folders, suite: str, run: str, seeds: List[int],
+                paired_with: Optional[str] = None) -> Optional[Dict]:
     """Mean Dice and per-class Dice over ``seeds`` of one run (from each seed's metrics.json,
-    in the first of the folders holding it), or None when a seed is missing."""
-    paths = [holder(results, suite, run, k) / suite / run / f"seed{k}" / "metrics.json" for k in seeds]
+    in the first of the folders holding it, or holding ``paired_with``'s seed, as ``compare``
+    pairs them), or None when a seed is missing."""
+    paths = [holder(results, suite, paired_with or run, k) / suite / run / f"seed{k}" / "metrics.json"
+             for k in seeds]
     if not seeds or not all(p.is_file() for p in paths):
         return None
     sums = [json.loads(p.read_text())["summary"] for p in paths]
@@ -147,8 +150,9 @@ def main(argv=None) -> int:
         seeds = [r["seed"] for r in out["rows"] if all(d is not None for d in r["diffs"])]
         print(f"\nmean Dice over seeds {', '.join(map(str, seeds))} (per class)")
         for suite in SUITES:
-            for run, where in ((a.base, a.base_results or a.results), (a.variant, a.results)):
-                m = class_means(where, suite, run, seeds)
+            for run, where, by in ((a.base, a.base_results or a.results, None if a.base_results else a.variant),
+                                   (a.variant, a.results, None)):
+                m = class_means(where, suite, run, seeds, paired_with=by)
                 if m is not None:
                     cls = ", ".join(f"{c} {v:.1f}" for c, v in m["per_class"].items())
                     print(f"- {suite} {run}: {m['dice']:.2f} ({cls})")

@@ -180,6 +180,9 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # twenty-ninth round: a prior as strong as the self-training term (fresh seeds 4-6)
     "mpscl-gin-long2x-st-mt995-size1-stage-w1": ("mpscl", RECIPE + [
         "mpscl.size_prior=1.0", "mpscl.self_training=1.0"]),
+    # thirtieth round: the recipe with each slice's two neighbours as its input channels
+    # (data.context=1, SIFA's 2.5-D input; warm-up included, so its own warm-up)
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ("mpscl", RECIPE + ["loss.size_prior=0.1", "data.context=1"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -189,7 +192,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
 # settings that act on the MPSCL stage only: left out of the shared warm-up
 STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-gentle-mt995-threads2": ["train.threads=2"],
-              "mpscl-gin-long2x-st-mt995-size01-stage": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

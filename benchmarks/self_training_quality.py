@@ -46,6 +46,9 @@ def main():
                     "this source dataset's labels (mpscl.adapt.anatomy)")
     ap.add_argument("--anatomy-quantile", type=float, default=0.99, metavar="Q",
                     help="the quantile of the source distances the rules' radii and widths take (training: 0.99)")
+    ap.add_argument("--proto-margin", type=float, metavar="M",
+                    help="keep labels only where the prototype pseudo-label's cosine margin (top1 - top2) "
+                    "exceeds M (the run's mpscl.threshold is the self-paced selection's)")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -63,8 +66,12 @@ def main():
         for i in range(0, len(x), 16):
             xb = x[i:i + 16]
             probs = averaged_softmax(teacher, xb, torch.device("cpu"), False, FLIPS if a.flips else ((),))
-            pl, _ = pseudo_label(student(xb)[0].float(), meta["prototypes"], c["threshold"])
+            pl, sel = pseudo_label(student(xb)[0].float(), meta["prototypes"],
+                                   c["threshold"] if a.proto_margin is None else a.proto_margin)
             q = self_training_labels(probs, pl, thr, c["self_training_agree"])
+            if a.proto_margin is not None:
+                up = torch.nn.functional.interpolate(sel[:, None].float(), size=q.shape[-2:], mode="nearest")[:, 0]
+                q = torch.where(up > 0, q, torch.full_like(q, -1))
             for v in range(a.gin_agree):
                 g = torch.Generator().manual_seed(1000 * i + v)
                 view = torch.stack([appearance.random_conv(s, g) for s in xb])
@@ -97,16 +104,19 @@ def main():
         lab = torch.where((lab == myo) & ~torch.from_numpy(near), torch.full_like(lab, -1), lab)
     print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
           f"cases {a.cases}")
-    print("| class | true px | predicted px | kept | precision of kept | recall of kept | true classes of kept |")
-    print("|---|---|---|---|---|---|---|")
+    print("| class | true px | predicted px | kept | precision of kept | recall of kept | true classes of kept "
+          "| wrong kept in slices without the class |")
+    print("|---|---|---|---|---|---|---|---|")
     for k, n in enumerate(names):
         p, kept, truth = pred == k, lab == k, y == k
         prec = (kept & truth).sum().item() / max(kept.sum().item(), 1)
         rec = (kept & truth).sum().item() / max(truth.sum().item(), 1)
         truths = torch.bincount(y[kept], minlength=len(names)).tolist()
         share = ", ".join(f"{names[j]} {v / max(sum(truths), 1):.2f}" for j, v in enumerate(truths) if v)
+        wrong = kept & ~truth
+        absent = wrong[~truth.flatten(1).any(1)].sum().item()  # where the slice's truth has none of it
         print(f"| {n} | {truth.sum().item()} | {p.sum().item()} | {kept.sum().item() / max(p.sum().item(), 1):.2f} | {prec:.2f} | {rec:.2f} "
-              f"| {share} |")
+              f"| {share} | {absent / max(wrong.sum().item(), 1):.2f} |")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ class DataConfig:
     size: int = setting(256, "[32, 2048]")  # in-plane size the network sees
     batch_size: int = setting(4, "[1, 1024]")  # per domain: 4 source + 4 target slices
     augment: bool = False  # random flips/rotations/intensity jitter of training slices
+    # beyond the paper: 1 = each slice enters the network with its two neighbours in the volume
+    # as the three input channels (2.5-D, SIFA's input layout; edges repeat the end slice);
+    # 0 = the slice alone, repeated to three channels
+    context: int = setting(0, "[0, 1]")
     num_workers: int = setting(0, "[0, 64]")
 
 

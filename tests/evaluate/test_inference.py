@@ -142,3 +142,18 @@ def test_gpu_matches_cpu():
     ids = np.random.default_rng(1).integers(0, 4, (7, 16, 16)).astype(np.uint8)
     np.testing.assert_array_equal(predict_volume(DummySegmenter(), encode(ids), device="cuda", batch_size=3),
                                   predict_volume(DummySegmenter(), encode(ids), device="cpu"))
+
+
+class _PreviousSliceSegmenter(DummySegmenter):
+    """Segments from the first input channel: with ``context`` 1, the slice before."""
+
+    def forward(self, x):
+        return super().forward(x[:, :1])
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_context_feeds_each_slice_with_its_neighbours(tta):
+    ids = np.arange(6, dtype=np.uint8)[:, None, None] % 4 * np.ones((1, 16, 16), np.uint8)  # slice s: class s % 4
+    out = predict_volume(_PreviousSliceSegmenter(), encode(ids), batch_size=4, device="cpu", context=1, tta=tta)
+    np.testing.assert_array_equal(out[:, 0, 0], [0, 0, 1, 2, 3, 0])  # slice s - 1, the first slice itself
+    np.testing.assert_array_equal(predict_volume(_PreviousSliceSegmenter(), encode(ids), device="cpu"), ids)

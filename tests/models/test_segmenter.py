@@ -54,8 +54,10 @@ def test_plain_input_mapping():
     model = Segmenter(2, "resnet18", width=8, input_mode="plain")
     x = torch.rand(2, 1, 4, 4) * 2 - 1
     torch.testing.assert_close(model.adapt_input(x), x.repeat(1, 3, 1, 1))
+    stack = torch.rand(2, 3, 4, 4) * 2 - 1  # a slice with its neighbours (data.context 1) keeps them
+    torch.testing.assert_close(model.adapt_input(stack), stack)
     with pytest.raises(ValueError, match="B,1,H,W"):
-        model.adapt_input(torch.zeros(1, 3, 4, 4))
+        model.adapt_input(torch.zeros(1, 2, 4, 4))
 
 
 def test_aspp_sums_all_four_branches():

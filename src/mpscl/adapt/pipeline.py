@@ -121,8 +121,9 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml() + f"method: {method}\n")
-    src_ds = SliceDataset(src, labelled=True, augment=cfg.data.augment)
-    trg_ds = SliceDataset(trg, labelled=spec.needs_target_labels, augment=cfg.data.augment)
+    src_ds = SliceDataset(src, labelled=True, augment=cfg.data.augment, context=cfg.data.context)
+    trg_ds = SliceDataset(trg, labelled=spec.needs_target_labels, augment=cfg.data.augment,
+                          context=cfg.data.context)
 
     def run_stage(name, init_ckpt=None, prototypes=None) -> Path:
         sdir = out / name

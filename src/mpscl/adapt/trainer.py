@@ -93,6 +93,10 @@ class Trainer:
         self.dist = dist or DistContext()
         self.progress = progress and self.dist.is_main
         self.source, self.target = source, target  # SliceDatasets
+        for ds in (source, target):
+            if getattr(ds, "context", 0) != cfg.data.context:
+                raise TrainingError(f"{ds.prepared.root}: its slices have context {getattr(ds, 'context', 0)} "
+                                    f"but data.context is {cfg.data.context} (SliceDataset(..., context=))")
         self.classes = list(source.prepared.classes)
         self.label_values = list(source.prepared.label_values)
         self.num_classes = len(self.classes)

@@ -3,6 +3,7 @@ the synthetic heart phantom, and the torch datasets training reads.
 
 See docs/ARCHITECTURE.md for the prepared-dataset layout.
 """
+from .context import context_of, with_context
 from .dataset import PreparedDataset, SliceDataset, from_slices, parse_case_spec
 from .errors import DataError
 from .io import Volume, read_nifti, write_label_nifti
@@ -16,4 +17,5 @@ __all__ = [
     "prepare_dataset", "prepare_sifa", "read_tfrecord_slices", "read_sifa_npz",
     "sifa_intensity", "write_phantom", "parse_class_map", "map_labels", "LabelMap", "PRESETS",
     "read_nifti", "write_label_nifti", "Volume", "find_cases", "resize_slices",
+    "with_context", "context_of",
 ]

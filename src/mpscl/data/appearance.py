@@ -100,10 +100,13 @@ def random_conv(image: torch.Tensor, generator: torch.Generator, layers: int = 4
                 width: int = 2) -> torch.Tensor:
     """A random shallow network (kernels 1x1 or 3x3, LeakyReLU 0.2 between layers) applied to
     ``image``, rescaled to [-1, 1] and mixed with the original by a random weight a ~ U(0, 1):
-    ``a * net(x) + (1 - a) * x``. Shape is kept; values stay in [-1, 1] and finite."""
-    c = image.shape[0]
-    x = image.double()[None]
-    chans = [c] + [width] * (layers - 1) + [c]
+    ``a * net(x) + (1 - a) * x``. Shape is kept; values stay in [-1, 1] and finite.
+
+    ``image`` (C, H, W): each channel (a slice and its neighbours, ``data.context``) goes
+    through the same one-channel network, rescaled by the stack's common range, so the
+    neighbours keep one appearance and their intensity order."""
+    x = image.double()[:, None]  # channels as a batch of grey slices
+    chans = [1] + [width] * (layers - 1) + [1]
     for k in range(layers):
         size = 1 if float(torch.rand(1, generator=generator)) < 0.5 else 3
         w = torch.randn(chans[k + 1], chans[k], size, size, generator=generator, dtype=torch.float64)
@@ -111,11 +114,11 @@ def random_conv(image: torch.Tensor, generator: torch.Generator, layers: int = 4
         x = F.conv2d(x, w / math.sqrt(chans[k] * size * size), b, padding=size // 2)
         if k < layers - 1:
             x = F.leaky_relu(x, 0.2)
-    lo = x.amin(dim=(-2, -1), keepdim=True)
-    hi = x.amax(dim=(-2, -1), keepdim=True)
-    x = torch.where(hi - lo > 1e-8, 2 * (x - lo) / (hi - lo).clamp_min(1e-8) - 1, torch.zeros_like(x))
+    x = x[:, 0]
+    lo, hi = x.amin(), x.amax()
+    x = 2 * (x - lo) / (hi - lo) - 1 if hi - lo > 1e-8 else torch.zeros_like(x)
     a = float(torch.rand(1, generator=generator, dtype=torch.float64))
-    return (a * x[0] + (1 - a) * image.double()).to(image.dtype)
+    return (a * x + (1 - a) * image.double()).to(image.dtype)
 
 
 def randomise(image: torch.Tensor, cfg, generator: torch.Generator, target_images=None) -> torch.Tensor:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .context import with_context
 from .errors import DataError
 from .prepared_writer import read_manifest
 
@@ -150,8 +151,10 @@ def _short_list(ids: Sequence[str], n: int = 12) -> str:
 
 
 class SliceDataset(Dataset):
-    """All slices of the chosen cases, held in memory, as ``(image (1,N,N) float32,
-    label (N,N) int64)``.
+    """All slices of the chosen cases, held in memory, as ``(image (C,N,N) float32,
+    label (N,N) int64)``: C = 1, or with ``context`` k the slice and its k neighbours either
+    side in its volume (C = 2k + 1, :func:`mpscl.data.context.with_context`; the label is the
+    middle slice's).
 
     ``labelled=False`` yields labels of -1 (a target domain: its labels never reach
     training even when the dataset has them). ``augment=True`` applies random flips,
@@ -162,7 +165,7 @@ class SliceDataset(Dataset):
 
     def __init__(self, prepared: Union[PreparedDataset, str, Path], cases: CaseSpec = None,
                  labelled: bool = True, augment: bool = False,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None, context: int = 0):
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
         if labelled and not self.prepared.labelled:
             raise DataError(f"{self.prepared.root}: dataset has no labels; use labelled=False")
@@ -171,13 +174,14 @@ class SliceDataset(Dataset):
         images, labels, self.index = [], [], []
         for c in self.cases:
             d = self.prepared.case(c)
-            images.append(d["image"])
+            images.append(with_context(d["image"], context))
             if labelled:
                 labels.append(d["label"])
             self.index.extend((c, s) for s in range(d["image"].shape[0]))
         if not self.index:
             raise DataError(f"{self.prepared.root}: the selected cases hold no slices")
-        self.images = torch.from_numpy(np.concatenate(images))[:, None]  # (T,1,N,N)
+        self.context = context
+        self.images = torch.from_numpy(np.concatenate(images))  # (T,C,N,N): what the network sees
         self.labels = torch.from_numpy(np.concatenate(labels)) if labelled else None  # uint8
 
     def __len__(self) -> int:
@@ -187,7 +191,7 @@ class SliceDataset(Dataset):
         return self._item(i, None)
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None):
-        """Stack ``indices`` into ``(images (B,1,N,N), labels (B,N,N))``.
+        """Stack ``indices`` into ``(images (B,C,N,N), labels (B,N,N))``.
 
         With augmentation on, randomness comes from ``generator`` (the trainer passes one
         seeded from (seed, iteration) so a resumed run augments exactly as the original).

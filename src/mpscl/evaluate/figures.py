@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.context import context_of, with_context
 from .inference import resolve_device
 
 PathLike = Union[str, Path]
@@ -226,7 +227,7 @@ def collect_features(model: torch.nn.Module, dataset_slices, labels, max_points:
                      seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Sample pixel features of ``model`` over a set of slices, with their labels.
 
-    ``dataset_slices``: (S, N, N) or (S, 1, N, N) images in [-1, 1]; ``labels``: (S, N, N) class
+    ``dataset_slices``: (S, N, N) or (S, C, N, N) network inputs in [-1, 1]; ``labels``: (S, N, N) class
     ids (negative = ignore; e.g. pseudo-labels or -1 for unknown). Labels are downsampled to the
     feature resolution by nearest neighbour. At most ``max_points`` pixels are drawn (with
     ``balanced``, about equally many per class, so background does not swamp the plot),
@@ -364,12 +365,13 @@ def feature_tsne(features_by_domain: Mapping[str, np.ndarray], labels_by_domain:
 
 
 # --------------------------------------------------------------------------- from checkpoints
-def _slices_of(ds, max_slices: int, seed: int):
-    """Up to ``max_slices`` labelled slices of a PreparedDataset, spread over its cases."""
+def _slices_of(ds, max_slices: int, seed: int, context: int = 0):
+    """Up to ``max_slices`` labelled slices of a PreparedDataset, spread over its cases, as
+    (S, 2 * context + 1, N, N) network inputs (the same slices whatever the context)."""
     images, labels = [], []
     for c in ds.case_ids:
         d = ds.case(c)
-        images.append(d["image"])
+        images.append(with_context(d["image"], context))
         labels.append(d["label"])
     x, y = np.concatenate(images), np.concatenate(labels)
     idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_slices])
@@ -384,11 +386,11 @@ def tsne_before_after(ckpt_before: PathLike, ckpt_after: PathLike, source, targe
     Target labels only colour the points; they choose nothing.
     """
     from ..checkpoint import load_model
-    xs, ys = _slices_of(source, max_slices, seed)
-    xt, yt = _slices_of(target, max_slices, seed + 1)
     panels = []
     for ckpt in (ckpt_before, ckpt_after):
         model, meta = load_model(ckpt)
+        xs, ys = _slices_of(source, max_slices, seed, context_of(meta))
+        xt, yt = _slices_of(target, max_slices, seed + 1, context_of(meta))
         fs, ls = collect_features(model, xs, ys, max_points=max_points, seed=seed)
         ft, lt = collect_features(model, xt, yt, max_points=max_points, seed=seed)
         panels.append(({"source": fs, "target": ft}, {"source": ls, "target": lt}))
@@ -403,7 +405,7 @@ def overlays_for_case(checkpoint: PathLike, dataset, case: str, path: PathLike, 
     from .inference import predict_volume
     model, meta = load_model(checkpoint)
     d = dataset.case(case)
-    pred = predict_volume(model, d["image"], batch_size=batch_size, device="cpu")
+    pred = predict_volume(model, d["image"], batch_size=batch_size, device="cpu", context=context_of(meta))
     fg = (d["label"] > 0).reshape(len(d["label"]), -1).sum(1)
     chosen = sorted(np.argsort(-fg, kind="stable")[:n_slices].tolist())
     return overlay_figure(d["image"], pred, d["label"], chosen, path, class_names=meta["classes"])

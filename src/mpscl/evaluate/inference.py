@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.context import with_context
 from ..runtime import Device, resolve_device  # noqa: F401  (re-exported)
 
 
@@ -59,6 +60,7 @@ def predict_volume(
     input_size: Optional[int] = None,
     return_probs: bool = False,
     tta: bool = False,
+    context: int = 0,
 ) -> np.ndarray:
     """Predict every slice of one volume.
 
@@ -84,6 +86,8 @@ def predict_volume(
         tta: test-time flips: the softmax is averaged over the slice and its left-right,
             up-down and double flips (each flipped back). Training flips slices the same ways
             (``data.augment``), so every view is one the network has seen. Four forward passes.
+        context: the ``data.context`` the model was trained with (``context_of(checkpoint)``):
+            each slice goes in with that many neighbours either side as further channels.
 
     Returns:
         uint8 class ids (int64 if more than 256 classes) or probabilities, as described above.
@@ -113,6 +117,7 @@ def predict_volume(
         else:
             raise ValueError(f"predict_volume: out_shape must have 2 or 3 entries, got {out_shape}")
 
+    stacks = with_context(x_all, context)  # (S, 2 * context + 1, N, N)
     dev = resolve_device(device)
     was_training = model.training
     model.to(dev).eval()
@@ -120,7 +125,7 @@ def predict_volume(
     try:
         with torch.inference_mode():
             for start in range(0, n_slices, batch_size):
-                x = x_all[start:start + batch_size, None].to(dev)
+                x = stacks[start:start + batch_size].to(dev)
                 in_size = tuple(x.shape[-2:])
                 if input_size is not None:
                     x = _resize(x, (input_size, input_size), antialias=True)

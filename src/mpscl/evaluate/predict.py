@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from .. import checkpoint as checkpoint_io
-from ..data import read_nifti, write_label_nifti
+from ..data import context_of, read_nifti, write_label_nifti
 from ..data.prepare import normalise, resize_slices, to_slices
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
@@ -129,7 +129,7 @@ def predict_files(
         if size:
             slices = resize_slices(slices, int(size), "image")
         ids = predict_volume(model, slices, batch_size=batch_size, device=dev, amp=amp,
-                             out_shape=vol.data.shape, axis=axis, tta=tta)
+                             out_shape=vol.data.shape, axis=axis, tta=tta, context=context_of(ckpt))
         if largest_component:
             ids = keep_largest_component(ids, len(values))
         written.append(write_label_nifti(dst, values[ids], vol))

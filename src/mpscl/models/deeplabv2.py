@@ -122,9 +122,11 @@ class Segmenter(nn.Module):
         self.register_buffer("tv_std", torch.tensor(TORCHVISION_STD_RGB).view(1, 3, 1, 1), persistent=False)
 
     def adapt_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,1,H,W) in [-1,1] -> (B,3,H,W) as the backbone's ImageNet weights expect it."""
-        if x.dim() != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected a (B,1,H,W) grey batch, got shape {tuple(x.shape)}")
+        """(B,1,H,W) in [-1,1] -> (B,3,H,W) as the backbone's ImageNet weights expect it. A
+        (B,3,H,W) batch (a slice with its neighbours, ``data.context: 1``) keeps its channels."""
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"expected a (B,1,H,W) grey batch or (B,3,H,W) slices with their "
+                             f"neighbours, got shape {tuple(x.shape)}")
         x = x.float()
         if self.input_mode == "plain":
             return x.expand(-1, 3, -1, -1).contiguous()
@@ -133,7 +135,8 @@ class Segmenter(nn.Module):
         x = (x + 1.0) * 127.5  # [-1, 1] -> [0, 255]
         rgb = x.expand(-1, 3, -1, -1)
         # RGB -> BGR as the Caffe weights expect. For a grey slice repeated to 3 channels this
-        # is the identity; it is kept so the pipeline stays right for any 3-channel input.
+        # is the identity; for neighbours it reverses their order, which a network trained
+        # and applied the same way does not mind.
         bgr = rgb.flip(1)
         return bgr - self.caffe_mean
 

@@ -1,0 +1,63 @@
+"""Training, scoring and segmenting with slices and their neighbours (``data.context: 1``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mpscl.adapt.pipeline import train
+from mpscl.adapt.trainer import Trainer, TrainingError
+from mpscl.checkpoint import load_model
+from mpscl.config import ConfigError, build_config
+from mpscl.data import PreparedDataset, SliceDataset, read_nifti, with_context
+from mpscl.evaluate import evaluate_checkpoint, predict_volume
+from mpscl.evaluate.predict import predict_files
+from resume_helpers import assert_resume_bit_identical
+
+TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+        "train.log_every=1", "train.checkpoint_every=2", "train.threads=1", "train.amp=off"]
+
+
+def test_context_is_a_checked_setting():
+    assert build_config("cpu").data.context == 0 and build_config("paper-mr2ct").data.context == 0
+    assert build_config("cpu", sets=["data.context=1"]).data.context == 1
+    with pytest.raises(ConfigError, match="data.context"):
+        build_config("cpu", sets=["data.context=2"])
+
+
+def test_the_datasets_must_carry_the_configured_context(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["data.context=1"])
+    src, trg = SliceDataset(tiny_phantom["mr"], context=1), SliceDataset(tiny_phantom["ct"], labelled=False)
+    with pytest.raises(TrainingError, match="context 0 but data.context is 1"):
+        Trainer(cfg, "source-only", src, trg, tmp_path, device=torch.device("cpu"), progress=False)
+
+
+@pytest.mark.slow
+def test_a_context_run_trains_scores_and_segments_volumes(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["data.context=1"])
+    final = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", cfg, tmp_path / "run", progress=False)
+    model, ckpt = load_model(final)
+    assert ckpt["config"]["data"]["context"] == 1
+    m = evaluate_checkpoint(final, tiny_phantom["ct"], tmp_path / "eval", progress=False)
+    assert len(m["cases"]) == 3 and np.isfinite(m["summary"]["dice_mean"])
+    # scoring fed each slice with its neighbours: what the network gives on the stacked volume
+    case = PreparedDataset(tiny_phantom["ct"]).case("1")
+    with torch.no_grad():
+        direct = model(torch.from_numpy(with_context(case["image"], 1)))[-1].argmax(1).numpy()
+    np.testing.assert_array_equal(predict_volume(model, case["image"], device="cpu", context=1), direct)
+    # a NIfTI volume segmented in its own grid
+    src = sorted((tiny_phantom["ct"].parent / "nifti" / "ct").glob("case1_image.nii.gz"))
+    out = predict_files(final, src, tmp_path / "pred", progress=False)
+    assert read_nifti(out[0]).data.shape == read_nifti(src[0]).data.shape
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical_with_context_and_gin(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["data.context=1", "train.iters=6"])
+    src = SliceDataset(tiny_phantom["mr"], augment=True, context=1)
+    trg = SliceDataset(tiny_phantom["ct"], labelled=False, augment=True, context=1)
+
+    def trainer(out):
+        return Trainer(cfg, "advent", src, trg, out, device=torch.device("cpu"), progress=False)
+
+    assert_resume_bit_identical(trainer, tmp_path, entries=("model", "disc_main"))

@@ -23,7 +23,7 @@ from mpscl.adapt.anatomy import filter_labels, learn_rules, violations
 from mpscl.adapt.prototypes import pseudo_label
 from mpscl.adapt.steps import self_training_labels
 from mpscl.checkpoint import load_model
-from mpscl.data import PreparedDataset, appearance
+from mpscl.data import PreparedDataset, appearance, context_of, with_context
 from mpscl.evaluate.inference import FLIPS, averaged_softmax
 from mpscl.evaluate.postprocess import keep_largest_component
 
@@ -54,9 +54,10 @@ def main():
     a = ap.parse_args()
     ds = PreparedDataset(a.target)
     cases = [ds.case(c) for c in ds.select(a.cases)]
-    x = torch.cat([torch.from_numpy(c["image"]) for c in cases])[:, None]
     y = torch.cat([torch.from_numpy(c["label"]).long() for c in cases])
     student, meta = load_model(a.run / "final.pt")
+    # each slice with the neighbours the run was trained with (data.context), within its case
+    x = torch.cat([torch.from_numpy(with_context(c["image"], context_of(meta))) for c in cases])
     c = meta["config"]["mpscl"]
     teacher, state = labels_network(a.run)
     names = [str(n) for n in meta["classes"]]

@@ -20,13 +20,18 @@ def with_context(slices: Array, context: int) -> Array:
     gives (S, 1, N, N). numpy in, numpy out; torch in, torch out."""
     if slices.ndim != 3:
         raise ValueError(f"with_context: expected slices (S, N, N), got shape {tuple(slices.shape)}")
-    if context < 0:
-        raise ValueError(f"with_context: context must be >= 0, got {context}")
-    n = slices.shape[0]
-    idx = np.clip(np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
+    idx = neighbour_index(slices.shape[0], context)
     if isinstance(slices, torch.Tensor):
         return slices[torch.from_numpy(idx)]
     return np.asarray(slices)[idx]
+
+
+def neighbour_index(n: int, context: int) -> np.ndarray:
+    """(n, 2 * context + 1) slice indices of each slice's stack in an n-slice volume (row s:
+    ``clip(s + d, 0, n - 1)``), to gather stacks a batch at a time."""
+    if context < 0:
+        raise ValueError(f"with_context: context must be >= 0, got {context}")
+    return np.clip(np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
 
 
 def context_of(checkpoint: Mapping[str, Any]) -> int:

@@ -386,11 +386,13 @@ def tsne_before_after(ckpt_before: PathLike, ckpt_after: PathLike, source, targe
     Target labels only colour the points; they choose nothing.
     """
     from ..checkpoint import load_model
-    panels = []
+    panels, slices = [], {}  # the datasets read once per context, not once per checkpoint
     for ckpt in (ckpt_before, ckpt_after):
         model, meta = load_model(ckpt)
-        xs, ys = _slices_of(source, max_slices, seed, context_of(meta))
-        xt, yt = _slices_of(target, max_slices, seed + 1, context_of(meta))
+        k = context_of(meta)
+        if k not in slices:
+            slices[k] = (_slices_of(source, max_slices, seed, k), _slices_of(target, max_slices, seed + 1, k))
+        (xs, ys), (xt, yt) = slices[k]
         fs, ls = collect_features(model, xs, ys, max_points=max_points, seed=seed)
         ft, lt = collect_features(model, xt, yt, max_points=max_points, seed=seed)
         panels.append(({"source": fs, "target": ft}, {"source": ls, "target": lt}))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.context import with_context
+from ..data.context import neighbour_index
 from ..runtime import Device, resolve_device  # noqa: F401  (re-exported)
 
 
@@ -117,7 +117,7 @@ def predict_volume(
         else:
             raise ValueError(f"predict_volume: out_shape must have 2 or 3 entries, got {out_shape}")
 
-    stacks = with_context(x_all, context)  # (S, 2 * context + 1, N, N)
+    stacks = torch.from_numpy(neighbour_index(n_slices, context))  # gathered a batch at a time
     dev = resolve_device(device)
     was_training = model.training
     model.to(dev).eval()
@@ -125,7 +125,7 @@ def predict_volume(
     try:
         with torch.inference_mode():
             for start in range(0, n_slices, batch_size):
-                x = stacks[start:start + batch_size].to(dev)
+                x = x_all[stacks[start:start + batch_size]].to(dev)  # (B, 2 * context + 1, N, N)
                 in_size = tuple(x.shape[-2:])
                 if input_size is not None:
                     x = _resize(x, (input_size, input_size), antialias=True)

@@ -216,7 +216,7 @@ def evaluate_checkpoint(
     if not ds.labelled:
         raise EvaluateError(f"{data_dir}: the dataset has no labels; use `predict` for unlabelled data")
     ids = ds.select(cases)
-    size = _model_size(ckpt)
+    size, context = _model_size(ckpt), context_of(ckpt)
 
     records = []
     for cid in tqdm(ids, desc="evaluate", unit="case", disable=not progress):
@@ -229,7 +229,7 @@ def evaluate_checkpoint(
         case_model = model if per_case is None else per_case(model, case["image"])
         pred = from_slices(predict_volume(case_model, case["image"], batch_size=batch_size, device=dev,
                                           amp=amp, out_shape=plane, input_size=size, tta=tta,
-                                          context=context_of(ckpt)), meta)
+                                          context=context), meta)
         if largest_component:
             pred = keep_largest_component(pred, len(classes))
         scores = score_case(pred, gt, classes, meta.get("spacing"))

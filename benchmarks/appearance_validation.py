@@ -183,6 +183,11 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # thirtieth round: the recipe with each slice's two neighbours as its input channels
     # (data.context=1, SIFA's 2.5-D input; warm-up included, so its own warm-up)
     "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ("mpscl", RECIPE + ["loss.size_prior=0.1", "data.context=1"]),
+    # thirty-first round: the same neighbours at one physical distance, the coarser domain's
+    # slice spacing (data.context_spacing=coarser; C0 8 mm vs LGE 5 mm made "the next slice"
+    # a shift of its own)
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ("mpscl", RECIPE + [
+        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -193,7 +198,8 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
 STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-gentle-mt995-threads2": ["train.threads=2"],
               "mpscl-gin-long2x-st-mt995-size01-stage": ["loss.size_prior=0.1"],
-              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

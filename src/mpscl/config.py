@@ -89,6 +89,10 @@ class DataConfig:
     # as the three input channels (2.5-D, SIFA's input layout; edges repeat the end slice);
     # 0 = the slice alone, repeated to three channels
     context: int = setting(0, "[0, 1]")
+    # where the neighbours lie: slices (the adjacent slices), or coarser (one physical distance,
+    # the coarser domain's median slice spacing; volumes with closer slices interpolate; the
+    # distance in mm is recorded in the checkpoint; data/context.py)
+    context_spacing: str = setting("slices", choices=("slices", "coarser"))
     num_workers: int = setting(0, "[0, 64]")
 
 
@@ -456,6 +460,9 @@ def build_config(preset: str = "paper-mr2ct", files: Optional[List[Any]] = None,
 
 def _check_combinations(cfg: Config) -> None:
     """Settings that are valid alone but not together."""
+    if cfg.data.context_spacing != "slices" and cfg.data.context == 0:
+        raise ConfigError(f"data.context_spacing={cfg.data.context_spacing} places neighbours, but "
+                          "data.context is 0 (no neighbours); set data.context=1")
     c = cfg.mpscl
     if c.self_training_flips and c.self_training > 0 and c.self_training_teacher <= 0:
         raise ConfigError("mpscl.self_training_flips needs a mean teacher (mpscl.self_training_teacher > 0): "

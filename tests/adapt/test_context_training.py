@@ -10,6 +10,8 @@ from mpscl.adapt.trainer import Trainer, TrainingError
 from mpscl.checkpoint import load_model
 from mpscl.config import ConfigError, build_config
 from mpscl.data import PreparedDataset, SliceDataset, read_nifti, with_context
+from mpscl.data.context import slice_step
+from mpscl.data.prepare import to_slices
 from mpscl.evaluate import evaluate_checkpoint, predict_volume
 from mpscl.evaluate.predict import predict_files
 from resume_helpers import assert_resume_bit_identical
@@ -49,6 +51,41 @@ def test_a_context_run_trains_scores_and_segments_volumes(tiny_phantom, tmp_path
     src = sorted((tiny_phantom["ct"].parent / "nifti" / "ct").glob("case1_image.nii.gz"))
     out = predict_files(final, src, tmp_path / "pred", progress=False)
     assert read_nifti(out[0]).data.shape == read_nifti(src[0]).data.shape
+
+
+def test_the_datasets_must_place_neighbours_as_configured(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["data.context=1", "data.context_spacing=coarser"])
+    adjacent = [SliceDataset(tiny_phantom[d], context=1) for d in ("mr", "ct")]
+    with pytest.raises(TrainingError, match="context_spacing is coarser"):
+        Trainer(cfg, "source-only", *adjacent, tmp_path, device=torch.device("cpu"), progress=False)
+    apart = SliceDataset(tiny_phantom["mr"], context=1, context_mm=3.6)
+    with pytest.raises(TrainingError, match="source neighbours lie 3.6 mm apart but target ones None"):
+        Trainer(cfg, "source-only", apart, adjacent[1], tmp_path, device=torch.device("cpu"), progress=False)
+
+
+@pytest.mark.slow
+def test_a_run_with_neighbours_at_the_coarser_spacing_records_it_and_uses_it(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["data.context=1", "data.context_spacing=coarser"])
+    final = train(tiny_phantom["mr"], tiny_phantom["ct"], "source-only", cfg, tmp_path / "run", progress=False)
+    model, ckpt = load_model(final)
+    assert ckpt["context_mm"] == pytest.approx(3.6)  # MR slices 3.6 mm apart, CT 3.0
+    # scoring CT fed each slice with neighbours 1.2 of its slices away
+    case = PreparedDataset(tiny_phantom["ct"]).case("1")
+    step = slice_step(3.6, 3.0)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(with_context(case["image"], 1, step)))[-1]
+        adjacent = model(torch.from_numpy(with_context(case["image"], 1)))[-1]
+    direct = logits.argmax(1).numpy()
+    assert (logits - adjacent).abs().max() > 1e-3  # the distance reaches the network
+    probs = predict_volume(model, case["image"], device="cpu", context=1, context_step=step, batch_size=5,
+                           return_probs=True)
+    np.testing.assert_allclose(probs, logits.softmax(1).numpy(), atol=1e-5)
+    m = evaluate_checkpoint(final, tiny_phantom["ct"], tmp_path / "eval", cases="1", progress=False)
+    assert len(m["cases"]) == 1
+    # and a NIfTI volume read at its header's spacing: the same labels as the prepared case
+    src = tiny_phantom["ct"].parent / "nifti" / "ct" / "case1_image.nii.gz"
+    out = read_nifti(predict_files(final, [src], tmp_path / "pred", progress=False)[0]).data
+    np.testing.assert_array_equal(to_slices(out, 2), np.asarray(ckpt["label_values"])[direct])
 
 
 @pytest.mark.slow

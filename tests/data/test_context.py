@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from mpscl.data import SliceDataset, context_of, with_context
+from mpscl.data import PreparedDataset, SliceDataset, context_of, with_context
+from mpscl.data.context import (coarser_spacing, context_mm_of, neighbour_index, slice_step,
+                                stacks_of)
 from mpscl.data.appearance import random_conv
 from mpscl.models import build_segmenter
-from mpscl.config import build_config
+from mpscl.config import ConfigError, build_config
 
 
 def test_neighbours_by_hand_with_the_end_slices_repeated():
@@ -87,3 +89,58 @@ def test_three_identical_neighbours_are_one_grey_slice_to_the_network(input_mode
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
         net(torch.zeros(1, 2, 32, 32))
+
+
+def test_neighbours_at_a_distance_interpolate_between_slices_by_hand():
+    v = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)  # slice s == s
+    # 1.6 slices apart (8 mm neighbours in 5 mm slices): a ramp reads back its positions,
+    # clipped to the volume
+    got = with_context(v, 1, 1.6)
+    np.testing.assert_allclose(got[:, :, 0, 0], [[0, 0, 1.6], [0, 1, 2.6], [0.4, 2, 3], [1.4, 3, 3]], atol=1e-6)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(with_context(v, 1, 0.5)[:, :, 0, 0], [[0, 0, 0.5], [0.5, 1, 1.5],
+                                                                    [1.5, 2, 2.5], [2.5, 3, 3]], atol=1e-6)
+    # interpolation mixes the two slices either side, not only their first pixel
+    r = np.random.default_rng(0).random((5, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(with_context(r, 1, 1.25)[1, 2], 0.75 * r[2] + 0.25 * r[3], atol=1e-6)
+    # one step: exactly the adjacent slices, no arithmetic on them
+    assert np.array_equal(with_context(r, 1, 1.0), r[neighbour_index(5, 1)])
+    t = with_context(torch.from_numpy(r), 1, 1.25)
+    assert isinstance(t, torch.Tensor) and torch.allclose(t, torch.from_numpy(with_context(r, 1, 1.25)))
+    # a batch of rows is those rows of the whole stack (inference gathers a batch at a time)
+    np.testing.assert_array_equal(stacks_of(r, np.array([3, 4]), 1, 1.25), with_context(r, 1, 1.25)[3:5])
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="step must be a positive"):
+            with_context(r, 1, bad)
+
+
+def test_the_distance_in_slices_and_the_coarser_domain(tiny_phantom):
+    assert slice_step(8.0, 5.0) == pytest.approx(1.6) and slice_step(8.0, 13.0) == pytest.approx(8 / 13)
+    assert slice_step(None, 5.0) == 1.0 and slice_step(8.0, None) == 1.0 and slice_step(8.0, 0.0) == 1.0
+    mr, ct = PreparedDataset(tiny_phantom["mr"]), PreparedDataset(tiny_phantom["ct"])
+    assert mr.meta("1")["spacing"][2] == pytest.approx(3.6) and ct.meta("1")["spacing"][2] == pytest.approx(3.0)
+    assert coarser_spacing([mr, ct]) == pytest.approx(3.6) and coarser_spacing([ct]) == pytest.approx(3.0)
+    assert context_mm_of({"context_mm": 3.6}) == 3.6 and context_mm_of({"context_mm": None}) is None
+    assert context_mm_of({}) is None  # checkpoints from before the key: adjacent slices
+
+
+def test_the_dataset_reads_each_case_at_its_own_slice_spacing(tiny_phantom):
+    for dom, spacing in (("ct", 3.0), ("mr", 3.6)):
+        ds = SliceDataset(tiny_phantom[dom], context=1, context_mm=3.6)
+        assert ds.context_mm == 3.6
+        first = PreparedDataset(tiny_phantom[dom]).case("1")["image"]
+        n = len(first)
+        np.testing.assert_allclose(ds.images[:n].numpy(), with_context(first, 1, 3.6 / spacing), atol=1e-6)
+    # the coarser domain reads its adjacent slices exactly; no context: no distance
+    assert torch.equal(SliceDataset(tiny_phantom["mr"], context=1, context_mm=3.6).images,
+                       SliceDataset(tiny_phantom["mr"], context=1).images)
+    assert SliceDataset(tiny_phantom["ct"], context_mm=3.6).context_mm is None
+
+
+def test_context_spacing_is_a_checked_setting():
+    assert build_config("cpu").data.context_spacing == "slices"
+    assert build_config("cpu", sets=["data.context=1", "data.context_spacing=coarser"]).data.context_spacing == "coarser"
+    with pytest.raises(ConfigError, match="data.context is 0"):
+        build_config("cpu", sets=["data.context_spacing=coarser"])
+    with pytest.raises(ConfigError, match="context_spacing"):
+        build_config("cpu", sets=["data.context=1", "data.context_spacing=mm"])

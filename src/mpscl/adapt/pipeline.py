@@ -25,6 +25,7 @@ from .. import methods
 from ..checkpoint import atomic_write, atomic_write_text, load_checkpoint, load_model, save_checkpoint
 from ..config import Config, ConfigError, config_from_dict, load_yaml, without_retired
 from ..data import PreparedDataset, SliceDataset
+from ..data.context import coarser_spacing
 from ..models.batchnorm import reestimate_statistics
 from ..models.pretrained import settle_initialisation
 from ..runtime import DeviceError, resolve_device, use_bf16
@@ -121,9 +122,14 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml() + f"method: {method}\n")
-    src_ds = SliceDataset(src, labelled=True, augment=cfg.data.augment, context=cfg.data.context)
+    context_mm = coarser_spacing([src, trg]) if cfg.data.context_spacing == "coarser" else None
+    if cfg.data.context_spacing == "coarser" and context_mm is None:
+        raise TrainingError(f"data.context_spacing=coarser: neither {src.root} nor {trg.root} records "
+                            "a slice spacing; use data.context_spacing=slices")
+    src_ds = SliceDataset(src, labelled=True, augment=cfg.data.augment, context=cfg.data.context,
+                          context_mm=context_mm)
     trg_ds = SliceDataset(trg, labelled=spec.needs_target_labels, augment=cfg.data.augment,
-                          context=cfg.data.context)
+                          context=cfg.data.context, context_mm=context_mm)
 
     def run_stage(name, init_ckpt=None, prototypes=None) -> Path:
         sdir = out / name

@@ -97,6 +97,14 @@ class Trainer:
             if getattr(ds, "context", 0) != cfg.data.context:
                 raise TrainingError(f"{ds.prepared.root}: its slices have context {getattr(ds, 'context', 0)} "
                                     f"but data.context is {cfg.data.context} (SliceDataset(..., context=))")
+        self.context_mm = getattr(source, "context_mm", None)  # mm between neighbours; None: adjacent
+        if getattr(target, "context_mm", None) != self.context_mm:
+            raise TrainingError(f"source neighbours lie {self.context_mm} mm apart but target ones "
+                                f"{getattr(target, 'context_mm', None)} mm (SliceDataset(..., context_mm=))")
+        if (self.context_mm is not None) != (cfg.data.context_spacing != "slices"):
+            raise TrainingError(f"data.context_spacing is {cfg.data.context_spacing} but the datasets' "
+                                f"neighbours lie {self.context_mm or 'one slice'} apart "
+                                "(SliceDataset(..., context_mm=))")
         self.classes = list(source.prepared.classes)
         self.label_values = list(source.prepared.label_values)
         self.num_classes = len(self.classes)
@@ -324,7 +332,7 @@ class Trainer:
         return {
             "method": self.method_spec.name, "stage": self.stage, "iteration": self.iteration,
             "config": self.cfg.to_dict(), "classes": self.classes, "label_values": self.label_values,
-            "axis": self.axis,
+            "axis": self.axis, "context_mm": self.context_mm,
             **{n: (m.state_dict() if m is not None else None) for n, m in self.nets.items()},
             **{n: (o.state_dict() if o is not None else None) for n, o in self.optimisers.items()},
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .context import with_context
+from .context import case_slice_spacing, slice_step, with_context
 from .errors import DataError
 from .prepared_writer import read_manifest
 
@@ -154,7 +154,8 @@ class SliceDataset(Dataset):
     """All slices of the chosen cases, held in memory, as ``(image (C,N,N) float32,
     label (N,N) int64)``: C = 1, or with ``context`` k the slice and its k neighbours either
     side in its volume (C = 2k + 1, :func:`mpscl.data.context.with_context`; the label is the
-    middle slice's).
+    middle slice's). ``context_mm``: the neighbours lie that many mm away, each case's slices
+    interpolated by its own slice spacing (``data.context_spacing: coarser``); None: adjacent.
 
     ``labelled=False`` yields labels of -1 (a target domain: its labels never reach
     training even when the dataset has them). ``augment=True`` applies random flips,
@@ -165,7 +166,8 @@ class SliceDataset(Dataset):
 
     def __init__(self, prepared: Union[PreparedDataset, str, Path], cases: CaseSpec = None,
                  labelled: bool = True, augment: bool = False,
-                 generator: Optional[torch.Generator] = None, context: int = 0):
+                 generator: Optional[torch.Generator] = None, context: int = 0,
+                 context_mm: Optional[float] = None):
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
         if labelled and not self.prepared.labelled:
             raise DataError(f"{self.prepared.root}: dataset has no labels; use labelled=False")
@@ -174,13 +176,14 @@ class SliceDataset(Dataset):
         images, labels, self.index = [], [], []
         for c in self.cases:
             d = self.prepared.case(c)
-            images.append(with_context(d["image"], context))
+            step = slice_step(context_mm, case_slice_spacing(d["meta"])) if context else 1.0
+            images.append(with_context(d["image"], context, step))
             if labelled:
                 labels.append(d["label"])
             self.index.extend((c, s) for s in range(d["image"].shape[0]))
         if not self.index:
             raise DataError(f"{self.prepared.root}: the selected cases hold no slices")
-        self.context = context
+        self.context, self.context_mm = context, (float(context_mm) if context and context_mm else None)
         self.images = torch.from_numpy(np.concatenate(images))  # (T,C,N,N): what the network sees
         self.labels = torch.from_numpy(np.concatenate(labels)) if labelled else None  # uint8
 

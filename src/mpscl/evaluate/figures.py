@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.context import context_of, with_context
+from ..data.context import case_slice_spacing, context_mm_of, context_of, slice_step, with_context
 from .inference import resolve_device
 
 PathLike = Union[str, Path]
@@ -365,13 +365,13 @@ def feature_tsne(features_by_domain: Mapping[str, np.ndarray], labels_by_domain:
 
 
 # --------------------------------------------------------------------------- from checkpoints
-def _slices_of(ds, max_slices: int, seed: int, context: int = 0):
+def _slices_of(ds, max_slices: int, seed: int, context: int = 0, context_mm=None):
     """Up to ``max_slices`` labelled slices of a PreparedDataset, spread over its cases, as
     (S, 2 * context + 1, N, N) network inputs (the same slices whatever the context)."""
     images, labels = [], []
     for c in ds.case_ids:
         d = ds.case(c)
-        images.append(with_context(d["image"], context))
+        images.append(with_context(d["image"], context, slice_step(context_mm, case_slice_spacing(d["meta"]))))
         labels.append(d["label"])
     x, y = np.concatenate(images), np.concatenate(labels)
     idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_slices])
@@ -389,9 +389,9 @@ def tsne_before_after(ckpt_before: PathLike, ckpt_after: PathLike, source, targe
     panels, slices = [], {}  # the datasets read once per context, not once per checkpoint
     for ckpt in (ckpt_before, ckpt_after):
         model, meta = load_model(ckpt)
-        k = context_of(meta)
+        k = (context_of(meta), context_mm_of(meta))
         if k not in slices:
-            slices[k] = (_slices_of(source, max_slices, seed, k), _slices_of(target, max_slices, seed + 1, k))
+            slices[k] = (_slices_of(source, max_slices, seed, *k), _slices_of(target, max_slices, seed + 1, *k))
         (xs, ys), (xt, yt) = slices[k]
         fs, ls = collect_features(model, xs, ys, max_points=max_points, seed=seed)
         ft, lt = collect_features(model, xt, yt, max_points=max_points, seed=seed)
@@ -407,7 +407,8 @@ def overlays_for_case(checkpoint: PathLike, dataset, case: str, path: PathLike, 
     from .inference import predict_volume
     model, meta = load_model(checkpoint)
     d = dataset.case(case)
-    pred = predict_volume(model, d["image"], batch_size=batch_size, device="cpu", context=context_of(meta))
+    pred = predict_volume(model, d["image"], batch_size=batch_size, device="cpu", context=context_of(meta),
+                          context_step=slice_step(context_mm_of(meta), case_slice_spacing(d["meta"])))
     fg = (d["label"] > 0).reshape(len(d["label"]), -1).sum(1)
     chosen = sorted(np.argsort(-fg, kind="stable")[:n_slices].tolist())
     return overlay_figure(d["image"], pred, d["label"], chosen, path, class_names=meta["classes"])

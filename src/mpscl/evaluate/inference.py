@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.context import neighbour_index
+from ..data.context import stacks_of
 from ..runtime import Device, resolve_device  # noqa: F401  (re-exported)
 
 
@@ -61,6 +61,7 @@ def predict_volume(
     return_probs: bool = False,
     tta: bool = False,
     context: int = 0,
+    context_step: float = 1.0,
 ) -> np.ndarray:
     """Predict every slice of one volume.
 
@@ -88,6 +89,8 @@ def predict_volume(
             (``data.augment``), so every view is one the network has seen. Four forward passes.
         context: the ``data.context`` the model was trained with (``context_of(checkpoint)``):
             each slice goes in with that many neighbours either side as further channels.
+        context_step: how far apart those neighbours lie, in slices of this volume
+            (``slice_step(context_mm_of(checkpoint), its slice spacing)``; 1: adjacent).
 
     Returns:
         uint8 class ids (int64 if more than 256 classes) or probabilities, as described above.
@@ -117,7 +120,6 @@ def predict_volume(
         else:
             raise ValueError(f"predict_volume: out_shape must have 2 or 3 entries, got {out_shape}")
 
-    stacks = torch.from_numpy(neighbour_index(n_slices, context))  # gathered a batch at a time
     dev = resolve_device(device)
     was_training = model.training
     model.to(dev).eval()
@@ -125,7 +127,8 @@ def predict_volume(
     try:
         with torch.inference_mode():
             for start in range(0, n_slices, batch_size):
-                x = x_all[stacks[start:start + batch_size]].to(dev)  # (B, 2 * context + 1, N, N)
+                rows = np.arange(start, min(start + batch_size, n_slices))  # stacks gathered a batch at a time
+                x = stacks_of(x_all, rows, context, context_step).to(dev)  # (B, 2 * context + 1, N, N)
                 in_size = tuple(x.shape[-2:])
                 if input_size is not None:
                     x = _resize(x, (input_size, input_size), antialias=True)

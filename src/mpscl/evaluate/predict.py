@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import checkpoint as checkpoint_io
 from ..data import context_of, read_nifti, write_label_nifti
+from ..data.context import context_mm_of, slice_step
 from ..data.prepare import normalise, resize_slices, to_slices
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
@@ -129,7 +130,8 @@ def predict_files(
         if size:
             slices = resize_slices(slices, int(size), "image")
         ids = predict_volume(model, slices, batch_size=batch_size, device=dev, amp=amp,
-                             out_shape=vol.data.shape, axis=axis, tta=tta, context=context_of(ckpt))
+                             out_shape=vol.data.shape, axis=axis, tta=tta, context=context_of(ckpt),
+                             context_step=slice_step(context_mm_of(ckpt), vol.spacing[axis]))
         if largest_component:
             ids = keep_largest_component(ids, len(values))
         written.append(write_label_nifti(dst, values[ids], vol))

@@ -35,6 +35,7 @@ import numpy as np
 from .. import checkpoint as checkpoint_io
 from ..fileio import atomic_write_text
 from ..data import PreparedDataset, context_of, from_slices
+from ..data.context import case_slice_spacing, context_mm_of, slice_step
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
 from .metrics import score_case
@@ -216,7 +217,7 @@ def evaluate_checkpoint(
     if not ds.labelled:
         raise EvaluateError(f"{data_dir}: the dataset has no labels; use `predict` for unlabelled data")
     ids = ds.select(cases)
-    size, context = _model_size(ckpt), context_of(ckpt)
+    size, context, context_mm = _model_size(ckpt), context_of(ckpt), context_mm_of(ckpt)
 
     records = []
     for cid in tqdm(ids, desc="evaluate", unit="case", disable=not progress):
@@ -229,7 +230,8 @@ def evaluate_checkpoint(
         case_model = model if per_case is None else per_case(model, case["image"])
         pred = from_slices(predict_volume(case_model, case["image"], batch_size=batch_size, device=dev,
                                           amp=amp, out_shape=plane, input_size=size, tta=tta,
-                                          context=context), meta)
+                                          context=context,
+                                          context_step=slice_step(context_mm, case_slice_spacing(meta))), meta)
         if largest_component:
             pred = keep_largest_component(pred, len(classes))
         scores = score_case(pred, gt, classes, meta.get("spacing"))

@@ -65,12 +65,6 @@ def neighbour_weights(n: int, context: int, step: float = 1.0):
     return lo, np.minimum(lo + 1, n - 1), w
 
 
-def neighbour_index(n: int, context: int) -> np.ndarray:
-    """(n, 2 * context + 1) slice indices of each slice's stack in an n-slice volume (row s:
-    ``clip(s + d, 0, n - 1)``)."""
-    return neighbour_weights(n, context)[0]
-
-
 def slice_step(context_mm: Optional[float], slice_spacing: Optional[float]) -> float:
     """The neighbour distance in slices of a volume whose slices are ``slice_spacing`` mm
     apart: ``context_mm / slice_spacing``; 1 (adjacent slices) where either is unknown."""

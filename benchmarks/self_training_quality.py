@@ -24,7 +24,7 @@ from mpscl.adapt.prototypes import pseudo_label
 from mpscl.adapt.steps import self_training_labels
 from mpscl.checkpoint import load_model
 from mpscl.data import PreparedDataset, appearance, context_of, with_context
-from mpscl.data.context import case_slice_spacing, context_mm_of, slice_step
+from mpscl.data.context import case_step, context_mm_of
 from mpscl.evaluate.inference import FLIPS, averaged_softmax
 from mpscl.evaluate.postprocess import keep_largest_component
 
@@ -58,8 +58,7 @@ def main():
     y = torch.cat([torch.from_numpy(c["label"]).long() for c in cases])
     student, meta = load_model(a.run / "final.pt")
     # each slice with the neighbours the run was trained with (data.context), within its case
-    x = torch.cat([torch.from_numpy(with_context(c["image"], context_of(meta),
-                                                 slice_step(context_mm_of(meta), case_slice_spacing(c["meta"]))))
+    x = torch.cat([torch.from_numpy(with_context(c["image"], context_of(meta), case_step(context_mm_of(meta), c["meta"])))
                    for c in cases])
     c = meta["config"]["mpscl"]
     teacher, state = labels_network(a.run)

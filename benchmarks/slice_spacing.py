@@ -7,13 +7,14 @@ import sys
 import numpy as np
 
 from mpscl.data import PreparedDataset
+from mpscl.data.context import case_slice_spacing
 
 
 def main(paths):
     for path in paths:
         ds = PreparedDataset(path)
         metas = [ds.meta(c) for c in ds.select(None)]
-        gap = [float(m["spacing"][int(m["axis"])]) for m in metas]
+        gap = [case_slice_spacing(m) for m in metas]
         n = [int(m["slices"]) for m in metas]
         print(f"{path}: {len(metas)} cases; slice spacing median {np.median(gap):.1f} mm "
               f"({min(gap):.1f}-{max(gap):.1f}); slices median {np.median(n):.0f} ({min(n)}-{max(n)})")

@@ -73,6 +73,12 @@ def slice_step(context_mm: Optional[float], slice_spacing: Optional[float]) -> f
     return float(context_mm) / float(slice_spacing)
 
 
+def case_step(context_mm: Optional[float], meta: Mapping[str, Any]) -> float:
+    """:func:`slice_step` of a prepared case (its ``meta``): how many of its slices apart the
+    neighbours lie."""
+    return slice_step(context_mm, case_slice_spacing(meta))
+
+
 def case_slice_spacing(meta: Mapping[str, Any]) -> Optional[float]:
     """The spacing (mm) along a prepared case's slice axis, None where the case has none."""
     sp = meta.get("spacing")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .context import case_slice_spacing, slice_step, with_context
+from .context import case_step, with_context
 from .errors import DataError
 from .prepared_writer import read_manifest
 
@@ -176,7 +176,7 @@ class SliceDataset(Dataset):
         images, labels, self.index = [], [], []
         for c in self.cases:
             d = self.prepared.case(c)
-            step = slice_step(context_mm, case_slice_spacing(d["meta"])) if context else 1.0
+            step = case_step(context_mm, d["meta"]) if context else 1.0
             images.append(with_context(d["image"], context, step))
             if labelled:
                 labels.append(d["label"])

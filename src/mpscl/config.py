@@ -201,6 +201,9 @@ class AppearanceConfig:
     curves_monotone: bool = False  # monotone curves only (no folding of intensities)
     gin: float = setting(0.0, "[0, 1]")  # a random shallow convolutional network, mixed (GIN)
     gin_layers: int = setting(4, "[1, 16]")
+    # probability that a GIN view is two random networks' views blended by a random smooth
+    # field (GIN-IPA's interventional pseudo-correlation augmentation) instead of one
+    gin_blend: float = setting(0.0, "[0, 1]")
     # > 0: each source slice enters the batch as two independently randomised views (the
     # second drawn from its own stream), segmented both, and this weight times the symmetric
     # KL divergence between their predictions is added (consistency, as in GIN-IPA)

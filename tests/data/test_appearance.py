@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mpscl.config import AppearanceConfig
-from mpscl.data.appearance import (bezier_control_points, bezier_curve, fda, random_conv, randomise,
-                                   _interp)
+from mpscl.data.appearance import (bezier_control_points, bezier_curve, blended_random_conv, fda,
+                                   gin_view, random_conv, randomise, smooth_field, _interp)
 
 
 def _slice(seed: int, n: int = 32) -> torch.Tensor:
@@ -93,6 +93,53 @@ def test_random_conv_keeps_shape_range_and_is_deterministic():
     assert torch.isfinite(random_conv(flat, torch.Generator().manual_seed(1))).all()
 
 
+def test_smooth_field_spans_zero_to_one_smoothly_and_passes_through_its_control_points():
+    f = smooth_field(129, 97, torch.Generator().manual_seed(4))
+    assert f.shape == (129, 97) and torch.isfinite(f).all()
+    assert float(f.min()) == 0.0 and float(f.max()) == pytest.approx(1.0, abs=1e-12)
+    # 5 x 5 control points: neighbouring pixels differ by a few hundredths, never by noise
+    assert float(f.diff(dim=0).abs().max()) < 0.1 and float(f.diff(dim=1).abs().max()) < 0.1
+    assert torch.equal(f, smooth_field(129, 97, torch.Generator().manual_seed(4)))
+    assert not torch.equal(f, smooth_field(129, 97, torch.Generator().manual_seed(5)))
+    # on 129 x 97 the control points fall on pixels (every 32 rows, 24 columns); bicubic
+    # interpolation passes through them, so there the field is the U(0, 1) draws, rescaled
+    g = torch.rand(5, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    nodes = f[::32, ::24]
+
+    def span(t):
+        return (t - t.min()) / (t.max() - t.min())
+    assert torch.allclose(span(nodes), span(g), atol=1e-9)
+
+
+def test_blended_random_conv_is_two_networks_blended_by_the_field():
+    x = _slice(11, 40)
+    out = blended_random_conv(x, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)  # the same draws, by hand, in the same order
+    g1, g2 = random_conv(x, g).double(), random_conv(x, g).double()
+    m = smooth_field(40, 40, g)
+    assert torch.allclose(out.double(), m * g1 + (1 - m) * g2, atol=1e-6)
+    # where the field is 1 the first view shows, where it is 0 the second
+    hi, lo = int(m.argmax()), int(m.argmin())
+    assert float(out.flatten()[hi]) == pytest.approx(float(g1.flatten()[hi]), abs=1e-6)
+    assert float(out.flatten()[lo]) == pytest.approx(float(g2.flatten()[lo]), abs=1e-6)
+    assert out.shape == x.shape and out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6
+    assert not torch.allclose(out, random_conv(x, torch.Generator().manual_seed(2)))
+    # a stack of identical channels keeps one appearance (one network, one field)
+    stack = blended_random_conv(x.repeat(3, 1, 1), torch.Generator().manual_seed(2))
+    assert torch.equal(stack[0], stack[1]) and torch.equal(stack[0], stack[2])
+
+
+def test_gin_view_without_blend_is_the_single_network_and_draws_nothing_more():
+    x = _slice(12, 24)
+    ga, gb = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(gin_view(x, AppearanceConfig(gin=1.0), ga), random_conv(x, gb))
+    assert torch.equal(torch.rand(4, generator=ga), torch.rand(4, generator=gb))  # same stream after
+    always = AppearanceConfig(gin=1.0, gin_blend=1.0)
+    g = torch.Generator().manual_seed(9)
+    torch.rand(1, generator=g)  # the blend's coin
+    assert torch.equal(gin_view(x, always, torch.Generator().manual_seed(9)), blended_random_conv(x, g))
+
+
 def test_randomise_is_identity_when_off_and_deterministic_when_on():
     x, targets = _slice(6), torch.stack([_slice(9), _slice(10)])
     assert torch.equal(randomise(x, AppearanceConfig(), torch.Generator().manual_seed(0), targets), x)
@@ -110,6 +157,8 @@ def test_switches_are_validated():
     assert cfg.appearance.gin == 0.5 and cfg.appearance.fda_beta == 0.02
     with pytest.raises(ConfigError, match="appearance.gin"):
         build_config("cpu", sets=["appearance.gin=1.5"])
+    with pytest.raises(ConfigError, match="appearance.gin_blend"):
+        build_config("cpu", sets=["appearance.gin_blend=-0.1"])
 
 
 @pytest.mark.slow
@@ -121,7 +170,8 @@ def test_training_with_switches_on_resumes_bit_identically(tiny_phantom, tmp_pat
 
     cfg = build_config("cpu", sets=["data.size=48", "model.width=8", "train.iters=6", "train.threads=1",
                                     "train.checkpoint_every=2", "appearance.fda=0.5", "appearance.fda_beta=0.05",
-                                    "appearance.curves=0.5", "appearance.gin=0.5"])
+                                    "appearance.curves=0.5", "appearance.gin=0.5",
+                                    "appearance.gin_blend=0.5"])
     src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
 
     def trainer(out):

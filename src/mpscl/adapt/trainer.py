@@ -223,11 +223,11 @@ class Trainer:
         return (13, 17) if self.cfg.appearance.consistency > 0 else (13,)
 
     def target_view(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        """A random-network view (GIN, always applied) of the target batch ``x`` of iteration
-        ``i``, drawn per global batch position from its own stream (seed + 29)."""
-        layers = self.cfg.appearance.gin_layers
+        """A random-network view (GIN, always applied; blended as ``appearance.gin_blend``
+        asks) of the target batch ``x`` of iteration ``i``, drawn per global batch position
+        from its own stream (seed + 29)."""
         view = self._per_sample(x.cpu(), self.cfg.train.seed + 29, i,
-                                lambda s, g: appearance.random_conv(s, g, layers=layers))
+                                lambda s, g: appearance.gin_view(s, self.cfg.appearance, g))
         return view.to(self.device).contiguous(memory_format=self.memory_format)
 
     def mix_masks(self, y: torch.Tensor, i: int) -> torch.Tensor:

@@ -12,6 +12,9 @@ iteration by the trainer, so a resumed run draws exactly the same transforms).
   not (global location-scale augmentation, Su et al., SLAug, AAAI 2023).
 - :func:`random_conv`: a random shallow convolutional network, mixed with the original
   (global intensity non-linear augmentation, GIN, Ouyang et al., IEEE TMI 2022).
+- :func:`blended_random_conv`: two such views blended by a random smooth field, so the
+  appearance changes across the slice (GIN-IPA's interventional pseudo-correlation
+  augmentation, same paper).
 """
 from __future__ import annotations
 
@@ -119,6 +122,40 @@ def random_conv(image: torch.Tensor, generator: torch.Generator, layers: int = 4
     x = 2 * (x - lo) / (hi - lo) - 1 if hi - lo > 1e-8 else torch.zeros_like(x)
     a = float(torch.rand(1, generator=generator, dtype=torch.float64))
     return (a * x + (1 - a) * image.double()).to(image.dtype)
+
+
+# control points of the blending field every quarter of the slice (5 x 5 on any size):
+# smooth enough to look like a bias field, coarse enough to leave each structure one look
+FIELD_CELLS = 4
+
+
+def smooth_field(h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+    """A random smooth (h, w) field spanning [0, 1] exactly: control points ~ U(0, 1) on a
+    (FIELD_CELLS + 1)^2 grid, bicubic interpolation through them, then rescaled to [0, 1]
+    (a near-flat draw is stretched too, as in GIN-IPA, whose blend always spans both views)."""
+    grid = torch.rand(1, 1, FIELD_CELLS + 1, FIELD_CELLS + 1, generator=generator, dtype=torch.float64)
+    f = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)[0, 0]
+    lo, hi = f.amin(), f.amax()
+    return (f - lo) / (hi - lo) if hi - lo > 1e-8 else torch.full_like(f, 0.5)
+
+
+def blended_random_conv(image: torch.Tensor, generator: torch.Generator, layers: int = 4) -> torch.Tensor:
+    """``m * g1 + (1 - m) * g2``: two independent :func:`random_conv` views ``g1, g2`` of
+    ``image`` blended by one :func:`smooth_field` ``m`` (shared by the channels of a stack, so
+    neighbours keep one appearance). A convex combination: values stay in [-1, 1]."""
+    g1 = random_conv(image, generator, layers=layers).double()
+    g2 = random_conv(image, generator, layers=layers).double()
+    m = smooth_field(image.shape[-2], image.shape[-1], generator)
+    return (m * g1 + (1 - m) * g2).to(image.dtype)
+
+
+def gin_view(image: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
+    """One GIN view of ``image`` under ``cfg`` (an ``AppearanceConfig``): blended with
+    probability ``cfg.gin_blend``, else one network. With ``gin_blend`` 0 nothing extra is
+    drawn, so the stream (and every earlier run) is unchanged."""
+    if cfg.gin_blend > 0 and float(torch.rand(1, generator=generator)) < cfg.gin_blend:
+        return blended_random_conv(image, generator, layers=cfg.gin_layers)
+    return random_conv(image, generator, layers=cfg.gin_layers)
 
 
 def randomise(image: torch.Tensor, cfg, generator: torch.Generator, target_images=None) -> torch.Tensor:

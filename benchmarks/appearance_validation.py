@@ -188,6 +188,11 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # a shift of its own)
     "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ("mpscl", RECIPE + [
         "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser"]),
+    # thirty-second round: half the GIN views two random networks blended by a random smooth
+    # field (appearance.gin_blend, GIN-IPA), source slices and the self-training target view;
+    # warm-up included, so its own warm-up
+    "mpscl-gin-long2x-st-mt995-size01-stage-blend": ("mpscl", RECIPE + [
+        "loss.size_prior=0.1", "appearance.gin_blend=0.5"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -199,7 +204,8 @@ STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-gentle-mt995-threads2": ["train.threads=2"],
               "mpscl-gin-long2x-st-mt995-size01-stage": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ["loss.size_prior=0.1"],
-              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-blend": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

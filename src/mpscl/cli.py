@@ -45,7 +45,7 @@ def _build_config(args):
 def cmd_prepare(args) -> None:
     from .data import prepare_dataset
     prepare_dataset(args.images, args.labels, args.classes, args.out, size=args.size,
-                    axis=args.axis, strict=args.strict, overwrite=args.overwrite)
+                    axis=args.axis, strict=args.strict, overwrite=args.overwrite, plane=args.plane)
 
 
 def cmd_prepare_sifa(args) -> None:
@@ -90,6 +90,8 @@ TTA_HELP = ("test-time flips: average the softmax over each slice and its three 
             "(4 forward passes)")
 
 
+# mpscl.data.orientation.PLANES, spelt out so the CLI starts without importing the data stack
+PLANE_CHOICES = ("axial", "coronal", "sagittal")
 LCC_HELP = "keep only the largest connected piece of each structure (the others become background)"
 
 
@@ -107,7 +109,7 @@ def cmd_predict(args) -> None:
     from .evaluate import predict_files
     for p in predict_files(args.checkpoint, args.inputs, args.output, batch_size=args.batch_size,
                            device=args.device, overwrite=args.overwrite, tta=args.tta,
-                           largest_component=args.largest_component):
+                           largest_component=args.largest_component, plane=args.plane):
         print(p)
 
 
@@ -215,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--axis", type=int, default=-1, help="slice axis of the stored array (default: last)")
+    p.add_argument("--plane", choices=PLANE_CHOICES,
+                   help="instead of --axis: reorient each volume to canonical RAS order (axes permuted "
+                   "and flipped, not resampled) and cut it in this plane, whatever its stored order; "
+                   "prepare both domains with the same plane")
     p.add_argument("--strict", action="store_true", help="refuse label values not in the map")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=cmd_prepare)
@@ -267,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=TTA_HELP + "; default: on when the checkpoint was trained on flipped slices "
                    "(data.augment, as in --preset cpu), else off")
     p.add_argument("--largest-component", action="store_true", help=LCC_HELP)
+    p.add_argument("--plane", choices=PLANE_CHOICES,
+                   help="cut each volume in this plane after reorienting it (labels written back on the "
+                   "stored grid); default: the plane the checkpoint's data were prepared in, if any")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("bench-speed", help="iterations/s and peak memory of the MPSCL iteration: "

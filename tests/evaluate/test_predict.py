@@ -139,3 +139,36 @@ def test_checkpoint_axis():
     assert checkpoint_axis({"config": {}}) == 2
     assert checkpoint_axis({"config": {"data": {"axis": 0}}}) == 0
     assert checkpoint_axis({"axis": 1, "config": {"data": {"axis": 0}}}) == 1
+
+
+def test_a_plane_checkpoint_reorients_each_volume_and_writes_labels_on_the_stored_grid(
+        tmp_path, fake_checkpoint, monkeypatch):
+    """A volume stored axial-axis-first and flipped (as another scanner writes it) is cut in
+    the checkpoint's plane and its labels come back on its own grid, voxel for voxel."""
+    import mpscl.evaluate.predict as pred
+    fake_checkpoint["ckpt"]["plane"] = "axial"
+    ras = _ids((16, 16, 7))  # in-plane 16 x 16 = the model size: exact
+    stored = np.ascontiguousarray(np.transpose(ras, (2, 0, 1))[::-1, :, ::-1])
+    affine = np.zeros((4, 4))
+    affine[0, 1], affine[1, 2], affine[2, 0], affine[3, 3] = 0.7, -0.8, -2.5, 1.0
+    affine[1, 3], affine[2, 3] = 0.8 * 15, 2.5 * 6
+    src = _write_image(tmp_path / "ct_9.nii.gz", stored, affine)
+    seen = []
+    real = pred.predict_volume
+    monkeypatch.setattr(pred, "predict_volume", lambda model, slices, **kw: seen.append(slices.shape) or real(
+        model, slices, **kw))
+    out = predict_files(fake_checkpoint["path"], [src], tmp_path / "pred", device="cpu", progress=False)
+    assert seen == [(7, 16, 16)]  # seven axial slices, not 16 stored ones
+    got = nib.load(out[0])
+    np.testing.assert_allclose(got.affine, affine)
+    np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(LABEL_VALUES)[stored])
+    # a stored axis instead (an explicit axis turns the plane off): 16 slices of 7 x 16, resized
+    seen.clear()
+    predict_files(fake_checkpoint["path"], [src], tmp_path / "pred2", device="cpu", axis=1, progress=False)
+    assert seen == [(16, 16, 16)]
+    with pytest.raises(EvaluateError, match="axis or a plane, not both"):
+        predict_files(fake_checkpoint["path"], [src], tmp_path / "p3", device="cpu", axis=0, plane="axial",
+                      progress=False)
+    with pytest.raises(EvaluateError, match="plane must be one of"):
+        predict_files(fake_checkpoint["path"], [src], tmp_path / "p3", device="cpu", plane="oblique",
+                      progress=False)

@@ -109,6 +109,11 @@ class Trainer:
         self.label_values = list(source.prepared.label_values)
         self.num_classes = len(self.classes)
         self.axis = source.prepared.axis  # slice axis the model was trained on (predict uses it)
+        self.plane = source.prepared.plane  # and the plane the volumes were reoriented to cut
+        if target.prepared.plane != self.plane:
+            raise TrainingError(f"source slices are cut in the {self.plane or 'stored-axis'} plane but "
+                                f"target slices in the {target.prepared.plane or 'stored-axis'} plane; "
+                                "prepare both domains with the same --plane")
         budgets = [getattr(cfg.train, s.budget) for s in spec_method.stages]
         index = spec_method.stages.index(self.spec)
         self.iters = budgets[index]
@@ -332,7 +337,7 @@ class Trainer:
         return {
             "method": self.method_spec.name, "stage": self.stage, "iteration": self.iteration,
             "config": self.cfg.to_dict(), "classes": self.classes, "label_values": self.label_values,
-            "axis": self.axis, "context_mm": self.context_mm,
+            "axis": self.axis, "plane": self.plane, "context_mm": self.context_mm,
             **{n: (m.state_dict() if m is not None else None) for n, m in self.nets.items()},
             **{n: (o.state_dict() if o is not None else None) for n, o in self.optimisers.items()},
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else None,

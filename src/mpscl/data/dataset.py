@@ -80,6 +80,8 @@ class PreparedDataset:
     labelled = property(lambda self: bool(self.manifest["labelled"]))
     size = property(lambda self: int(self.manifest["size"]))
     axis = property(lambda self: int(self.manifest["axis"]))
+    # anatomical plane the volumes were cut in (data/orientation.py); None: the stored axis
+    plane = property(lambda self: self.manifest.get("plane"))
     num_classes = property(lambda self: len(self.manifest["classes"]))
     case_ids = property(lambda self: list(self._by_id))
 

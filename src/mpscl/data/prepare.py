@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .errors import DataError
 from .io import read_nifti
+from .orientation import canonical_spacing, check_plane, orientation, plane_axis, to_canonical
 from .labelmap import LabelMap, parse_class_map
 from .prepared_writer import CaseArrays, check_case_id, write_dataset
 
@@ -147,17 +148,23 @@ def _axis(axis: int) -> int:
 
 
 def _process(case: str, image: str, label: Optional[str], lmap: LabelMap, size: int,
-             axis: int, strict: bool) -> CaseArrays:
+             axis: int, strict: bool, plane: Optional[str] = None) -> CaseArrays:
     vol = read_nifti(image)
     warnings: List[str] = []
-    norm, stats = normalise(vol.data, image)
+    data, spacing = vol.data, vol.spacing
+    if plane is not None:  # the arrays (and so shape, spacing, labels) in canonical RAS order
+        ornt = orientation(vol.affine)
+        data, spacing = to_canonical(data, ornt), canonical_spacing(spacing, ornt)
+    norm, stats = normalise(data, image)
     meta: Dict[str, Any] = {
-        "case": case, "file": f"cases/{case}.npz", "slices": int(vol.data.shape[axis]),
-        "shape": [int(s) for s in vol.data.shape],
-        "spacing": [round(float(s), 6) for s in vol.spacing],
+        "case": case, "file": f"cases/{case}.npz", "slices": int(data.shape[axis]),
+        "shape": [int(s) for s in data.shape],
+        "spacing": [round(float(s), 6) for s in spacing],
         "affine": [[float(v) for v in row] for row in vol.affine],
         "image": os.path.abspath(image),
     }
+    if plane is not None:
+        meta["orientation"] = [[int(v) for v in row] for row in ornt]  # stored -> RAS axis, direction
     slices = np.clip(resize_slices(to_slices(norm, axis), size, "image"), -1.0, 1.0)
     result = CaseArrays(meta, slices, warnings=warnings)
     if label is not None:
@@ -169,7 +176,7 @@ def _process(case: str, image: str, label: Optional[str], lmap: LabelMap, size: 
         if diff > AFFINE_ATOL:
             raise DataError(f"{label}: label affine differs from image {image} affine "
                             f"(max difference {diff:.3g}); they do not lie on the same grid")
-        ids, unmapped = lmap.to_ids(lab.data, label)
+        ids, unmapped = lmap.to_ids(lab.data if plane is None else to_canonical(lab.data, ornt), label)
         if unmapped:
             what = ", ".join(f"{v}: {n} voxels" for v, n in sorted(unmapped.items()))
             msg = f"{label}: label values not in the class map, set to background ({what})"
@@ -189,13 +196,16 @@ def _process(case: str, image: str, label: Optional[str], lmap: LabelMap, size: 
 
 def prepare_dataset(images: str, labels: Optional[str], classes: str, out: Union[str, Path],
                     size: int = 256, axis: int = -1, strict: bool = False,
-                    overwrite: bool = False,
+                    overwrite: bool = False, plane: Optional[str] = None,
                     log: Callable[[str], Any] = print) -> Dict[str, Any]:
     """Prepare NIfTI volumes as a dataset folder ``out``; return its manifest.
 
     ``images``/``labels``: patterns with one ``{case}`` (``labels=None``: unlabelled set);
     ``classes``: class map such as ``"200=MYO,500=LV,600=RV"`` or a preset (``mscmrseg``,
     ``mmwhs``); ``size``: in-plane size N; ``axis``: slice axis of the stored array;
+    ``plane``: ``axial``, ``coronal`` or ``sagittal``: each volume is reoriented to the
+    closest canonical RAS order (permuted and flipped, not resampled; data/orientation.py)
+    and cut in that plane, whatever its stored order (``axis`` must then be left at -1);
     ``strict``: refuse label values outside the class map instead of warning;
     ``overwrite``: replace an existing prepared dataset at ``out`` (even an identical one).
     The dataset is built in a temporary sibling folder and renamed into place at the end.
@@ -204,6 +214,10 @@ def prepare_dataset(images: str, labels: Optional[str], classes: str, out: Union
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 2 <= size <= 4096:
         raise DataError(f"size must be an integer in 2..4096, got {size!r}")
     axis = _axis(axis)
+    if check_plane(plane) is not None:
+        if axis != 2:
+            raise DataError(f"give a slice axis or a plane, not both (axis {axis}, plane {plane})")
+        axis = plane_axis(plane)
     lmap = parse_class_map(classes)
     if labels is not None:
         lab_cases = find_cases(labels, "label")
@@ -220,9 +234,11 @@ def prepare_dataset(images: str, labels: Optional[str], classes: str, out: Union
                               if labels is not None else None),
                    "classes": classes, "size": int(size), "axis": axis, "strict": bool(strict)},
     }
+    if plane is not None:  # absent otherwise, so datasets prepared before it keep their identity
+        header["plane"] = header["source"]["plane"] = plane
 
     def produce() -> Iterator[CaseArrays]:
         for case, img, lab in pairs:
-            yield _process(case, img, lab, lmap, int(size), axis, strict)
+            yield _process(case, img, lab, lmap, int(size), axis, strict, plane)
 
     return write_dataset(out, header, produce(), overwrite=overwrite, log=log, started=started)

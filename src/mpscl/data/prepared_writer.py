@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import numpy as np
 
 from .errors import DataError
+from .orientation import PLANES
 
 FORMAT = "mpscl-dataset"
 VERSION = 1
@@ -72,6 +73,9 @@ def validate_manifest(manifest: Any, where: str) -> Dict[str, Any]:
         raise DataError(f"{where}: size must be a positive integer")
     if manifest["axis"] not in (0, 1, 2):
         raise DataError(f"{where}: axis must be 0, 1 or 2")
+    plane = manifest.get("plane")
+    if plane is not None and (plane not in PLANES or PLANES[plane] != manifest["axis"]):
+        raise DataError(f"{where}: plane {plane!r} does not fit axis {manifest['axis']}")
     cases = manifest["cases"]
     if not isinstance(cases, list) or not cases:
         raise DataError(f"{where}: the dataset has no cases")

@@ -1,6 +1,8 @@
 """Segment NIfTI volumes with a checkpoint and write label NIfTIs in the input geometry.
 
-Per input: read (array order as stored, nothing reoriented), normalise, slice and resize
+Per input: read (array order as stored; reoriented to canonical RAS order only for a
+checkpoint whose data were prepared with ``--plane``, and the labels put back), normalise,
+slice and resize
 exactly as ``mpscl prepare`` does (``mpscl.data.prepare``: per volume clip to [p0.5, p99.5],
 map to [-1, 1]; slices along the axis, bilinear to the model's ``data.size``), predict every slice, resize probabilities back, argmax, map class ids
 to the checkpoint's RAW label values (e.g. 0/205/420/500/820), and write a NIfTI with the
@@ -15,6 +17,8 @@ import numpy as np
 
 from .. import checkpoint as checkpoint_io
 from ..data import context_of, read_nifti, write_label_nifti
+from ..data.errors import DataError
+from ..data.orientation import canonical_spacing, from_canonical, orientation, plane_axis, to_canonical
 from ..data.context import context_mm_of, slice_step
 from ..data.prepare import normalise, resize_slices, to_slices
 from .errors import EvaluateError
@@ -73,6 +77,7 @@ def predict_files(
     batch_size: int = 16,
     device: str = "auto",
     axis: Optional[int] = None,
+    plane: Optional[str] = None,
     overwrite: bool = False,
     amp: bool = False,
     progress: bool = True,
@@ -83,7 +88,10 @@ def predict_files(
 
     ``out``: a folder (created; outputs keep the input file names) or, for one input, a
     ``.nii``/``.nii.gz`` file name. ``axis``: slice axis; default from the checkpoint
-    (:func:`checkpoint_axis`), else 2. Existing outputs are refused unless ``overwrite``;
+    (:func:`checkpoint_axis`), else 2. ``plane``: cut each volume in this anatomical plane
+    after reorienting it to canonical RAS order (``data/orientation.py``), the labels put
+    back on the stored grid; default: the plane the checkpoint's data were prepared in, unless
+    ``axis`` is given (then the stored axis, no reorientation). Existing outputs are refused unless ``overwrite``;
     all are checked before anything is computed. Files are written atomically. ``tta``:
     test-time flips (``predict_volume``), four forward passes per slice; None (default): on
     when the checkpoint was trained on flipped slices (:func:`trained_on_flips`). For the CPU
@@ -112,6 +120,15 @@ def predict_files(
     values = np.asarray(ckpt["label_values"], dtype=np.int64)
     if len(values) != len(ckpt["classes"]):
         raise EvaluateError(f"{checkpoint}: label_values and classes differ in length")
+    if plane is not None and axis is not None:
+        raise EvaluateError("predict: give a slice axis or a plane, not both")
+    if plane is None and axis is None:
+        plane = ckpt.get("plane")
+    if plane is not None:
+        try:
+            axis = plane_axis(plane)
+        except DataError as e:
+            raise EvaluateError(f"predict: {e}") from None
     axis = checkpoint_axis(ckpt) if axis is None else int(axis)
     if axis not in (0, 1, 2, -1, -2, -3):
         raise EvaluateError(f"predict: axis must be 0, 1 or 2, got {axis}")
@@ -125,14 +142,20 @@ def predict_files(
     for src, dst in tqdm(list(zip(inputs, paths)), desc=desc, unit="volume", disable=not progress):
         # exactly the prepare-time pipeline (mpscl.data.prepare), then back to the input grid
         vol = read_nifti(src)
-        image, _ = normalise(vol.data, str(src))
+        data, spacing = vol.data, vol.spacing
+        if plane is not None:
+            ornt = orientation(vol.affine)
+            data, spacing = to_canonical(data, ornt), canonical_spacing(spacing, ornt)
+        image, _ = normalise(data, str(src))
         slices = to_slices(image, axis)
         if size:
             slices = resize_slices(slices, int(size), "image")
         ids = predict_volume(model, slices, batch_size=batch_size, device=dev, amp=amp,
-                             out_shape=vol.data.shape, axis=axis, tta=tta, context=context_of(ckpt),
-                             context_step=slice_step(context_mm_of(ckpt), vol.spacing[axis]))
+                             out_shape=data.shape, axis=axis, tta=tta, context=context_of(ckpt),
+                             context_step=slice_step(context_mm_of(ckpt), spacing[axis]))
         if largest_component:
             ids = keep_largest_component(ids, len(values))
+        if plane is not None:
+            ids = from_canonical(ids, ornt)
         written.append(write_label_nifti(dst, values[ids], vol))
     return written

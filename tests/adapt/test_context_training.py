@@ -63,6 +63,16 @@ def test_the_datasets_must_place_neighbours_as_configured(tiny_phantom, tmp_path
         Trainer(cfg, "source-only", apart, adjacent[1], tmp_path, device=torch.device("cpu"), progress=False)
 
 
+def test_coarser_falls_back_to_adjacent_slices_only_where_no_case_records_a_spacing(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["data.context=1", "data.context_spacing=coarser"])
+    adjacent = [SliceDataset(tiny_phantom[d], context=1) for d in ("mr", "ct")]
+    for ds in adjacent:  # as the SIFA release's cases: no spacing anywhere
+        for case in ds.prepared.manifest["cases"]:
+            case.pop("spacing")
+    t = Trainer(cfg, "source-only", *adjacent, tmp_path, device=torch.device("cpu"), progress=False)
+    assert t.context_mm is None and t.state_dict()["context_mm"] is None
+
+
 @pytest.mark.slow
 def test_a_run_with_neighbours_at_the_coarser_spacing_records_it_and_uses_it(tiny_phantom, tmp_path):
     cfg = build_config("cpu", sets=TINY + ["data.context=1", "data.context_spacing=coarser"])

@@ -5,6 +5,7 @@ import pytest
 
 from mpscl.data import (DataError, PreparedDataset, prepare_sifa, read_sifa_npz,
                         read_tfrecord_slices, sifa_intensity)
+from mpscl.data.context import case_stacks
 from mpscl.data.tfrecord import crc32c, masked_crc32c, parse_example, read_examples
 
 
@@ -125,10 +126,21 @@ def test_prepare_sifa_tfrecords_and_npz(tmp_path, sifa_dir):
     rec = read_tfrecord_slices(sifa_dir / "training_ct" / "image_01.tfrecords")[0]
     assert np.allclose(c["image"][0], 2 * (rec.data_vol[:, :, 1] + 2.8) / 6.0 - 1, atol=1e-6)
     assert np.array_equal(c["label"][0], rec.label) and c["meta"]["class_voxels"]["AA"] == 7633
+    # the record's two other slices are the slice's neighbours (data.context 1): the case has
+    # one slice, so without them its stack would repeat the slice itself
+    assert c["neighbours"].shape == (1, 2, 256, 256)
+    for k, j in ((0, 0), (1, 2)):
+        assert np.allclose(c["neighbours"][0, k], 2 * (rec.data_vol[:, :, j] + 2.8) / 6.0 - 1, atol=1e-6)
+    stacks = case_stacks(c, 1)
+    assert stacks.shape == (1, 3, 256, 256) and np.array_equal(stacks[0, 1], c["image"][0])
+    assert np.array_equal(stacks[:, [0, 2]], c["neighbours"]) and not np.array_equal(stacks[0, 0], stacks[0, 1])
+    assert np.array_equal(case_stacks(c, 0), c["image"][:, None])
     man = prepare_sifa(str(sifa_dir / "example_slice.npz"), "mr", tmp_path / "npz", size=128,
                        log=lambda m: None)
     c = PreparedDataset(tmp_path / "npz").case("example_slice")
     assert c["image"].shape == (3, 128, 128) and c["label_orig"].shape == (256, 256, 3)
+    assert "neighbours" not in c  # a volume: its neighbours are its own slices
+    assert np.array_equal(case_stacks(c, 1)[1], c["image"])
     assert "flipped" in man["normalisation"] and man["modality"] == "mr"
     with pytest.raises(DataError, match="modality must be 'ct' or 'mr'"):
         prepare_sifa(str(sifa_dir / "example_slice.npz"), "pet", tmp_path / "x")

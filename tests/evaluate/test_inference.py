@@ -157,3 +157,17 @@ def test_context_feeds_each_slice_with_its_neighbours(tta):
     out = predict_volume(_PreviousSliceSegmenter(), encode(ids), batch_size=4, device="cpu", context=1, tta=tta)
     np.testing.assert_array_equal(out[:, 0, 0], [0, 0, 1, 2, 3, 0])  # slice s - 1, the first slice itself
     np.testing.assert_array_equal(predict_volume(_PreviousSliceSegmenter(), encode(ids), device="cpu"), ids)
+
+
+def test_stacks_given_as_they_are_equal_the_stacks_made_from_the_slices():
+    from mpscl.data import with_context
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 3, padding=1)  # reads every channel, so the stacks matter
+    slices = np.random.default_rng(5).uniform(-1, 1, (7, 12, 12)).astype(np.float32)
+    made = predict_volume(net, slices, batch_size=3, device="cpu", context=1, context_step=1.0, return_probs=True)
+    given = predict_volume(net, with_context(slices, 1), batch_size=3, device="cpu", context=1, return_probs=True)
+    np.testing.assert_array_equal(made, given)
+    other = with_context(slices, 1)[:, ::-1].copy()  # other neighbours: another answer
+    assert not np.allclose(predict_volume(net, other, device="cpu", context=1, return_probs=True), given)
+    with pytest.raises(ValueError, match="stacks"):
+        predict_volume(net, with_context(slices, 2), device="cpu", context=1)

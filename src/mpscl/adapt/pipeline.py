@@ -123,9 +123,10 @@ def train(source, target, method: str, cfg: Config, out: Union[str, Path], *,
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml() + f"method: {method}\n")
     context_mm = coarser_spacing([src, trg]) if cfg.data.context_spacing == "coarser" else None
-    if cfg.data.context_spacing == "coarser" and context_mm is None:
-        raise TrainingError(f"data.context_spacing=coarser: neither {src.root} nor {trg.root} records "
-                            "a slice spacing; use data.context_spacing=slices")
+    if cfg.data.context > 0 and cfg.data.context_spacing == "coarser" and context_mm is None:
+        # e.g. the SIFA release (no spacing; its records carry their own neighbours)
+        log(f"data.context_spacing=coarser: neither {src.root} nor {trg.root} records a slice "
+            "spacing; the neighbours are the adjacent slices")
     src_ds = SliceDataset(src, labelled=True, augment=cfg.data.augment, context=cfg.data.context,
                           context_mm=context_mm)
     trg_ds = SliceDataset(trg, labelled=spec.needs_target_labels, augment=cfg.data.augment,

@@ -23,6 +23,7 @@ from .. import methods
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config, diff_configs, without_retired
 from ..data import appearance
+from ..data.context import coarser_spacing
 from ..fileio import atomic_write_text
 from ..models import build_segmenter
 from ..runtime import use_bf16
@@ -101,7 +102,10 @@ class Trainer:
         if getattr(target, "context_mm", None) != self.context_mm:
             raise TrainingError(f"source neighbours lie {self.context_mm} mm apart but target ones "
                                 f"{getattr(target, 'context_mm', None)} mm (SliceDataset(..., context_mm=))")
-        if (self.context_mm is not None) != (cfg.data.context_spacing != "slices"):
+        # coarser without a distance only where no case records a spacing (adjacent slices then)
+        if ((self.context_mm is not None) != (cfg.data.context_spacing != "slices")
+                and not (self.context_mm is None
+                         and coarser_spacing([source.prepared, target.prepared]) is None)):
             raise TrainingError(f"data.context_spacing is {cfg.data.context_spacing} but the datasets' "
                                 f"neighbours lie {self.context_mm or 'one slice'} apart "
                                 "(SliceDataset(..., context_mm=))")

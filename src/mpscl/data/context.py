@@ -32,6 +32,17 @@ def with_context(slices: Array, context: int, step: float = 1.0) -> Array:
     return stacks_of(slices, np.arange(slices.shape[0]), context, step)
 
 
+def case_stacks(case: Mapping[str, Any], context: int, context_mm: Optional[float] = None) -> np.ndarray:
+    """The network inputs (S, 2 * context + 1, N, N) of a loaded prepared case
+    (``PreparedDataset.case``): with context 1 and neighbours stored with the case (the SIFA
+    release's three-slice records, whose files hold one slice each), those; else
+    :func:`with_context` at the case's step for ``context_mm`` (:func:`case_step`)."""
+    nb = case.get("neighbours")
+    if context == 1 and nb is not None:
+        return np.ascontiguousarray(np.stack([nb[:, 0], case["image"], nb[:, 1]], axis=1))
+    return with_context(case["image"], context, case_step(context_mm, case["meta"]) if context else 1.0)
+
+
 def stacks_of(slices: Array, rows: Sequence[int], context: int, step: float = 1.0) -> Array:
     """The stacks (len(rows), 2 * context + 1, N, N) of the slices ``rows`` of one volume
     (:func:`with_context` for some slices only, e.g. one batch at a time)."""

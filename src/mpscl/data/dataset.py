@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .context import case_step, with_context
+from .context import case_stacks
 from .errors import DataError
 from .prepared_writer import read_manifest
 
@@ -126,7 +126,14 @@ class PreparedDataset:
                 raise DataError(f"{path}: 'label_orig' must have shape {tuple(meta['shape'])}")
             if label.size and int(max(label.max(), label_orig.max())) >= self.num_classes:
                 raise DataError(f"{path}: class ids beyond the {self.num_classes} classes")
-        return {"image": image, "label": label, "label_orig": label_orig, "meta": meta}
+        out = {"image": image, "label": label, "label_orig": label_orig, "meta": meta}
+        neighbours = arrays.get("neighbours")
+        if neighbours is not None:
+            if neighbours.shape != (s, 2, n, n) or neighbours.dtype != np.float32:
+                raise DataError(f"{path}: 'neighbours' must be float32 {(s, 2, n, n)}, got "
+                                f"{neighbours.dtype} {neighbours.shape}")
+            out["neighbours"] = neighbours
+        return out
 
     def select(self, spec: CaseSpec = None) -> List[str]:
         """Case ids chosen by a ``--cases`` spec (``"6-45"``, ``"1,3,5-7"``, a list or None
@@ -178,8 +185,7 @@ class SliceDataset(Dataset):
         images, labels, self.index = [], [], []
         for c in self.cases:
             d = self.prepared.case(c)
-            step = case_step(context_mm, d["meta"]) if context else 1.0
-            images.append(with_context(d["image"], context, step))
+            images.append(case_stacks(d, context, context_mm))
             if labelled:
                 labels.append(d["label"])
             self.index.extend((c, s) for s in range(d["image"].shape[0]))

@@ -43,6 +43,9 @@ class CaseArrays:
     image: np.ndarray  # float32 (S, N, N)
     label: Optional[np.ndarray] = None  # uint8 (S, N, N)
     label_orig: Optional[np.ndarray] = None  # uint8, original array shape
+    # float32 (S, 2, N, N): the slices just before and after each slice as the source stored
+    # them (the SIFA release's three-slice records); data.context 1 reads them (data/context.py)
+    neighbours: Optional[np.ndarray] = None
     warnings: List[str] = field(default_factory=list)
 
 
@@ -188,6 +191,8 @@ def write_dataset(out, header: Dict[str, Any], cases: Iterable[CaseArrays], *,
             if any(e["case"] == case for e in entries):
                 raise DataError(f"case {case!r} occurs twice ({item.meta.get('image')})")
             arrays = {"image": np.ascontiguousarray(item.image, dtype=np.float32)}
+            if item.neighbours is not None:
+                arrays["neighbours"] = np.ascontiguousarray(item.neighbours, dtype=np.float32)
             if item.label is not None:
                 arrays["label"] = np.ascontiguousarray(item.label, dtype=np.uint8)
                 arrays["label_orig"] = np.ascontiguousarray(item.label_orig, dtype=np.uint8)

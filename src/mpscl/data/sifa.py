@@ -195,6 +195,7 @@ def _stats(x: np.ndarray) -> Dict[str, float]:
 
 def _case(case: str, path: str, kind: str, modality: str, size: int,
           flip: bool) -> CaseArrays:
+    neighbours = None
     if kind == "npz":
         image, ids = read_sifa_npz(path, modality, flip)  # (H, W, D)
     else:
@@ -204,6 +205,12 @@ def _case(case: str, path: str, kind: str, modality: str, size: int,
             raise DataError(f"{path}: records have different slice shapes")
         image = sifa_intensity(np.stack(mid, axis=2), modality)
         ids = np.stack([s.label for s in slices], axis=2)
+        if all(s.data_vol.shape[2] == 3 for s in slices):
+            # each record holds its slice's two neighbours: kept for data.context 1, since the
+            # release's files hold one slice each and the case has no other neighbours
+            neighbours = np.stack([resize_slices(sifa_intensity(np.moveaxis(s.data_vol[:, :, [0, 2]], 2, 0),
+                                                                modality), size, "image")
+                                   for s in slices])  # (S, 2, N, N)
     raw_stats = _stats(image)
     counts = np.bincount(ids.ravel(), minlength=len(CLASSES))
     meta = {
@@ -217,7 +224,7 @@ def _case(case: str, path: str, kind: str, modality: str, size: int,
     img_slices = np.moveaxis(image, 2, 0)
     lab_slices = np.moveaxis(ids, 2, 0)
     return CaseArrays(meta, resize_slices(img_slices, size, "image"),
-                      resize_slices(lab_slices, size, "label"), ids)
+                      resize_slices(lab_slices, size, "label"), ids, neighbours=neighbours)
 
 
 def prepare_sifa(pattern: Union[str, Sequence[str]], modality: str, out: Union[str, Path], size: int = 256,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.context import case_step, context_mm_of, context_of, with_context
+from ..data.context import case_stacks, context_mm_of, context_of
 from .inference import resolve_device
 
 PathLike = Union[str, Path]
@@ -371,7 +371,7 @@ def _slices_of(ds, max_slices: int, seed: int, context: int = 0, context_mm=None
     images, labels = [], []
     for c in ds.case_ids:
         d = ds.case(c)
-        images.append(with_context(d["image"], context, case_step(context_mm, d["meta"])))
+        images.append(case_stacks(d, context, context_mm))
         labels.append(d["label"])
     x, y = np.concatenate(images), np.concatenate(labels)
     idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_slices])
@@ -407,8 +407,8 @@ def overlays_for_case(checkpoint: PathLike, dataset, case: str, path: PathLike, 
     from .inference import predict_volume
     model, meta = load_model(checkpoint)
     d = dataset.case(case)
-    pred = predict_volume(model, d["image"], batch_size=batch_size, device="cpu", context=context_of(meta),
-                          context_step=case_step(context_mm_of(meta), d["meta"]))
+    pred = predict_volume(model, case_stacks(d, context_of(meta), context_mm_of(meta)), batch_size=batch_size,
+                          device="cpu", context=context_of(meta))
     fg = (d["label"] > 0).reshape(len(d["label"]), -1).sum(1)
     chosen = sorted(np.argsort(-fg, kind="stable")[:n_slices].tolist())
     return overlay_figure(d["image"], pred, d["label"], chosen, path, class_names=meta["classes"])

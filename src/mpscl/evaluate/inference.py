@@ -69,7 +69,9 @@ def predict_volume(
         model: segmenter whose ``forward(x (B,1,H,W))`` returns ``(features, aux, main_logits)``
             (a bare logits tensor is accepted too); run in eval mode under inference mode, its
             training flag is restored afterwards.
-        image_slices: (S, N, N) float32 slices in [-1, 1] (the prepared ``image``).
+        image_slices: (S, N, N) float32 slices in [-1, 1] (the prepared ``image``), or with
+            ``context`` their stacks (S, 2 * context + 1, N, N) as given
+            (``mpscl.data.context.case_stacks``; ``context_step`` then unused).
         batch_size: slices per forward pass; the last batch holds the remainder.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...; the model is moved there.
         amp: bfloat16 autocast for the forward pass.
@@ -96,10 +98,12 @@ def predict_volume(
         uint8 class ids (int64 if more than 256 classes) or probabilities, as described above.
     """
     x_all = torch.as_tensor(np.asarray(image_slices, dtype=np.float32))
+    stacked = x_all.ndim == 4 and context > 0 and x_all.shape[1] == 2 * context + 1
     if x_all.ndim == 4 and x_all.shape[1] == 1:
         x_all = x_all[:, 0]
-    if x_all.ndim != 3:
-        raise ValueError(f"predict_volume: expected slices (S, N, N), got shape {tuple(x_all.shape)}")
+    if x_all.ndim != 3 and not stacked:
+        raise ValueError(f"predict_volume: expected slices (S, N, N) (or their stacks (S, "
+                         f"{2 * context + 1}, N, N) with context {context}), got shape {tuple(x_all.shape)}")
     if batch_size < 1:
         raise ValueError("predict_volume: batch_size must be >= 1")
     n_slices = x_all.shape[0]
@@ -128,7 +132,8 @@ def predict_volume(
         with torch.inference_mode():
             for start in range(0, n_slices, batch_size):
                 rows = np.arange(start, min(start + batch_size, n_slices))  # stacks gathered a batch at a time
-                x = stacks_of(x_all, rows, context, context_step).to(dev)  # (B, 2 * context + 1, N, N)
+                x = (x_all[torch.from_numpy(rows)] if stacked  # (B, 2 * context + 1, N, N)
+                     else stacks_of(x_all, rows, context, context_step)).to(dev)
                 in_size = tuple(x.shape[-2:])
                 if input_size is not None:
                     x = _resize(x, (input_size, input_size), antialias=True)

@@ -35,7 +35,7 @@ import numpy as np
 from .. import checkpoint as checkpoint_io
 from ..fileio import atomic_write_text
 from ..data import PreparedDataset, context_of, from_slices
-from ..data.context import case_step, context_mm_of
+from ..data.context import case_stacks, context_mm_of
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
 from .metrics import score_case
@@ -228,10 +228,9 @@ def evaluate_checkpoint(
         meta = case["meta"]
         plane = [n for d, n in enumerate(gt.shape) if d != int(meta["axis"])]
         case_model = model if per_case is None else per_case(model, case["image"])
-        pred = from_slices(predict_volume(case_model, case["image"], batch_size=batch_size, device=dev,
-                                          amp=amp, out_shape=plane, input_size=size, tta=tta,
-                                          context=context,
-                                          context_step=case_step(context_mm, meta)), meta)
+        pred = from_slices(predict_volume(case_model, case_stacks(case, context, context_mm),
+                                          batch_size=batch_size, device=dev, amp=amp, out_shape=plane,
+                                          input_size=size, tta=tta, context=context), meta)
         if largest_component:
             pred = keep_largest_component(pred, len(classes))
         scores = score_case(pred, gt, classes, meta.get("spacing"))

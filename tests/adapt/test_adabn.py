@@ -7,7 +7,8 @@ from mpscl.config import build_config
 from mpscl.data import SliceDataset
 from mpscl.models.batchnorm import reestimate_statistics
 
-TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+TINY = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1",
         "train.device=cpu", "train.adabn=false"]  # CPU: weights compared bit for bit across runs
 # (CUDA's atomic adds differ in the last bits)

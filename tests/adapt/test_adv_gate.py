@@ -10,7 +10,8 @@ from mpscl.adapt.pipeline import train
 from mpscl.config import build_config
 from resume_helpers import assert_resume_bit_identical
 
-TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+TINY = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1"]
 
 

@@ -9,7 +9,8 @@ from mpscl.adapt.provenance import trained_amp
 from mpscl.checkpoint import save_checkpoint
 from mpscl.config import build_config
 
-TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.log_every=1",
+TINY = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "train.iters=4", "train.log_every=1",
         "train.checkpoint_every=2", "train.threads=1"]
 
 

@@ -14,7 +14,8 @@ from mpscl.config import ConfigError, build_config
 from mpscl.data import SliceDataset
 from resume_helpers import assert_resume_bit_identical
 
-TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+TINY = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1"]
 ON = ["appearance.gin=0.5", "appearance.consistency=1.0"]
 

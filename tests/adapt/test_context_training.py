@@ -21,7 +21,11 @@ TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iter
 
 
 def test_context_is_a_checked_setting():
-    assert build_config("cpu").data.context == 0 and build_config("paper-mr2ct").data.context == 0
+    # the recommended recipe reads neighbours at the coarser spacing; the paper and plain presets one slice
+    cpu = build_config("cpu").data
+    assert (cpu.context, cpu.context_spacing) == (1, "coarser")
+    for preset in ("cpu-plain", "paper-mr2ct", "paper-ct2mr"):
+        assert (build_config(preset).data.context, build_config(preset).data.context_spacing) == (0, "slices")
     assert build_config("cpu", sets=["data.context=1"]).data.context == 1
     with pytest.raises(ConfigError, match="data.context"):
         build_config("cpu", sets=["data.context=2"])
@@ -100,9 +104,9 @@ def test_a_run_with_neighbours_at_the_coarser_spacing_records_it_and_uses_it(tin
 
 @pytest.mark.slow
 def test_resume_is_bit_identical_with_context_and_gin(tiny_phantom, tmp_path):
-    cfg = build_config("cpu", sets=TINY + ["data.context=1", "train.iters=6"])
-    src = SliceDataset(tiny_phantom["mr"], augment=True, context=1)
-    trg = SliceDataset(tiny_phantom["ct"], labelled=False, augment=True, context=1)
+    cfg = build_config("cpu", sets=TINY + ["train.iters=6"])  # the preset's neighbours: 3.6 mm apart here
+    src = SliceDataset(tiny_phantom["mr"], augment=True, context=1, context_mm=3.6)
+    trg = SliceDataset(tiny_phantom["ct"], labelled=False, augment=True, context=1, context_mm=3.6)
 
     def trainer(out):
         return Trainer(cfg, "advent", src, trg, out, device=torch.device("cpu"), progress=False)

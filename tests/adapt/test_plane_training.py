@@ -14,7 +14,8 @@ from mpscl.config import build_config
 from mpscl.data import SliceDataset, prepare_dataset, write_phantom
 from mpscl.evaluate.predict import predict_files
 
-TINY = ["data.size=48", "data.batch_size=2", "train.iters=2", "train.warmup_iters=2",
+TINY = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "train.iters=2", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1", "train.amp=off"]
 
 

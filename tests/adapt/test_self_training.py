@@ -77,7 +77,8 @@ def test_settings_are_validated():
         build_config("cpu", sets=["mpscl.self_training_threshold=1.5"])
 
 
-TINY = ["data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
+TINY = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "train.iters=4", "train.warmup_iters=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.threads=1",
         "train.device=cpu"]  # CPU: weights compared bit for bit across runs
 # (CUDA's atomic adds differ in the last bits)

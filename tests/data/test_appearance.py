@@ -168,7 +168,8 @@ def test_training_with_switches_on_resumes_bit_identically(tiny_phantom, tmp_pat
     from mpscl.config import build_config
     from mpscl.data import SliceDataset
 
-    cfg = build_config("cpu", sets=["data.size=48", "model.width=8", "train.iters=6", "train.threads=1",
+    cfg = build_config("cpu", sets=["data.context=0", "data.context_spacing=slices",
+                                    "data.size=48", "model.width=8", "train.iters=6", "train.threads=1",
                                     "train.checkpoint_every=2", "appearance.fda=0.5", "appearance.fda_beta=0.05",
                                     "appearance.curves=0.5", "appearance.gin=0.5",
                                     "appearance.gin_blend=0.5"])
@@ -194,7 +195,8 @@ def test_training_with_switches_on_resumes_bit_identically(tiny_phantom, tmp_pat
     for k, v in ref["model"].items():
         assert torch.equal(v, got["model"][k]), k
     # and the switches change training (the same run without them differs)
-    plain = build_config("cpu", sets=["data.size=48", "model.width=8", "train.iters=6", "train.threads=1"])
+    plain = build_config("cpu", sets=["data.context=0", "data.context_spacing=slices", "data.size=48",
+                                      "model.width=8", "train.iters=6", "train.threads=1"])
     other = torch.load(Trainer(plain, "source-only", src, trg, tmp_path / "c", device=torch.device("cpu"),
                                progress=False).fit(), weights_only=True)
     assert any(not torch.equal(v, other["model"][k]) for k, v in ref["model"].items())

@@ -138,9 +138,10 @@ def test_the_dataset_reads_each_case_at_its_own_slice_spacing(tiny_phantom):
 
 
 def test_context_spacing_is_a_checked_setting():
-    assert build_config("cpu").data.context_spacing == "slices"
-    assert build_config("cpu", sets=["data.context=1", "data.context_spacing=coarser"]).data.context_spacing == "coarser"
+    assert build_config("cpu").data.context_spacing == "coarser"  # the recipe (thirty-first round)
+    assert build_config("cpu-plain").data.context_spacing == "slices"
+    assert build_config("cpu-plain", sets=["data.context=1", "data.context_spacing=coarser"]).data.context_spacing == "coarser"
     with pytest.raises(ConfigError, match="data.context is 0"):
-        build_config("cpu", sets=["data.context_spacing=coarser"])
+        build_config("cpu", sets=["data.context=0"])
     with pytest.raises(ConfigError, match="context_spacing"):
         build_config("cpu", sets=["data.context=1", "data.context_spacing=mm"])

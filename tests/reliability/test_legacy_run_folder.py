@@ -10,7 +10,8 @@ from mpscl.adapt.trainer import Trainer
 from mpscl.data import PreparedDataset, SliceDataset
 from mpscl.config import build_config
 
-SETS = ["data.size=48", "data.batch_size=2", "model.width=8", "train.iters=3", "train.log_every=1",
+SETS = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "data.batch_size=2", "model.width=8", "train.iters=3", "train.log_every=1",
         "train.checkpoint_every=2", "train.threads=1",
         "train.device=cpu"]  # CPU: weights compared bit for bit across runs
 # (CUDA's atomic adds differ in the last bits)
@@ -68,7 +69,8 @@ def test_old_cpu_preset_folder_continues_with_cpu_plain_and_is_refused_by_cpu(tm
     del old["appearance"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False) + "method: mpscl\n")
     check_run_config(tmp_path, build_config("cpu-plain"), "mpscl")  # the same settings: accepted
-    with pytest.raises(TrainingError, match=r"differs in: appearance\.gin, mpscl\.self_training, "
+    with pytest.raises(TrainingError, match=r"differs in: appearance\.gin, data\.context, data\.context_spacing, "
+                                            r"mpscl\.self_training, "
                                             r"mpscl\.self_training_teacher, mpscl\.self_training_threshold, mpscl\.self_training_view, "
                                             r"mpscl\.size_prior, train\.iters, train\.warmup_iters\)"):
         check_run_config(tmp_path, build_config("cpu"), "mpscl")

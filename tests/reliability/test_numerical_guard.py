@@ -17,7 +17,8 @@ from mpscl.data import SliceDataset
 
 from reliability_helpers import SIZE, train_argv
 
-SETS = [f"data.size={SIZE}", "data.batch_size=2", "train.iters=4", "train.checkpoint_every=2",
+SETS = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        f"data.size={SIZE}", "data.batch_size=2", "train.iters=4", "train.checkpoint_every=2",
         "train.log_every=1", "train.threads=1", "model.width=8", "train.device=cpu"]
 
 

@@ -170,7 +170,8 @@ def test_resume_refuses_another_number_of_processes(phantom_sets, tmp_path):
     from mpscl.config import build_config
     from mpscl.data import SliceDataset
 
-    cfg = build_config("cpu", sets=["data.size=48", "model.width=8", "train.iters=2"])
+    cfg = build_config("cpu", sets=["data.size=48", "model.width=8", "train.iters=2", "data.context=0",
+                                    "data.context_spacing=slices"])
     src = SliceDataset(phantom_sets["mr"])
     trg = SliceDataset(phantom_sets["ct"], labelled=False)
     t = Trainer(cfg, "source-only", src, trg, tmp_path, device=torch.device("cpu"), progress=False)

@@ -11,7 +11,8 @@ from mpscl.runtime import native_bf16, use_bf16
 from mpscl.config import build_config
 
 ITERS = 10
-SETS = ["data.size=48", "model.width=8", "model.disc_width=16", "data.batch_size=2",
+SETS = ["data.context=0", "data.context_spacing=slices",  # one slice in: data.context has its own tests
+        "data.size=48", "model.width=8", "model.disc_width=16", "data.batch_size=2",
         f"train.iters={ITERS}", "train.device=cpu", "mpscl.threshold=0.02"]
 
 

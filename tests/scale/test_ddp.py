@@ -114,7 +114,7 @@ def _trainer(cfg_sets, data, rank=0, world=1, tmp=None):
     from mpscl.adapt.trainer import Trainer
     from mpscl.config import build_config
     from mpscl.data import SliceDataset
-    cfg = build_config("cpu", sets=cfg_sets)
+    cfg = build_config("cpu", sets=["data.context=0", "data.context_spacing=slices"] + list(cfg_sets))  # one slice in
     src = SliceDataset(data["mr"], labelled=True, augment=True)
     trg = SliceDataset(data["ct"], labelled=False, augment=True)
     return Trainer(cfg, "advent", src, trg, tmp, device=torch.device("cpu"),

@@ -113,8 +113,8 @@ class Trainer:
         self.label_values = list(source.prepared.label_values)
         self.num_classes = len(self.classes)
         self.axis = source.prepared.axis  # slice axis the model was trained on (predict uses it)
-        self.plane = source.prepared.plane  # and the plane the volumes were reoriented to cut
-        if target.prepared.plane != self.plane:
+        self.plane = getattr(source.prepared, "plane", None)  # the plane volumes were cut in
+        if getattr(target.prepared, "plane", None) != self.plane:
             raise TrainingError(f"source slices are cut in the {self.plane or 'stored-axis'} plane but "
                                 f"target slices in the {target.prepared.plane or 'stored-axis'} plane; "
                                 "prepare both domains with the same --plane")

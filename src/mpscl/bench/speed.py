@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from ..config import Config
+from ..data.context import with_context
 
 MODES = ("fp32", "default", "bf16")
 LR_SCALE = 1e-3  # see build_trainer
@@ -50,19 +51,22 @@ _LABEL_VALUES = [0, 205, 420, 500, 820]
 
 
 class _Prepared:
-    classes, label_values, axis = _CLASSES, _LABEL_VALUES, 2
+    classes, label_values, axis, plane = _CLASSES, _LABEL_VALUES, 2, None
+    case_ids: list = []  # no cases, so no slice spacing: neighbours are the adjacent slices
 
 
 class SyntheticSlices:
     """In-memory stand-in of :class:`~mpscl.data.SliceDataset` for the benchmark.
 
     ``n`` slices (1,N,N) in [-1, 1]; labels are concentric rings, one class each, so every
-    class is present at feature resolution; ``labelled=False`` yields -1 labels.
+    class is present at feature resolution; ``labelled=False`` yields -1 labels. With
+    ``context`` k each slice comes with its k neighbours either side (the n slices taken as
+    one volume), as the preset's network reads them.
     """
 
     prepared = _Prepared()
 
-    def __init__(self, n: int, size: int, labelled: bool, seed: int = 0):
+    def __init__(self, n: int, size: int, labelled: bool, seed: int = 0, context: int = 0):
         g = torch.Generator().manual_seed(seed)
         k = len(_CLASSES)
         ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -74,7 +78,8 @@ class SyntheticSlices:
             img = (lab.float() / (k - 1)) * 1.6 - 0.8 + 0.1 * torch.randn(size, size, generator=g)
             labels.append(lab)
             images.append(img.clamp(-1, 1)[None])
-        self.images = torch.stack(images)
+        self.context, self.context_mm = context, None
+        self.images = with_context(torch.cat(images), context)  # (n, 2 * context + 1, N, N)
         self.labels = torch.stack(labels) if labelled else torch.full_like(torch.stack(labels), -1)
 
     def __len__(self) -> int:
@@ -104,8 +109,8 @@ def build_trainer(cfg: Config, device: torch.device, out_dir: Path, lr_scale: fl
     kind, _ = ARCHS[cfg.model.backbone]
     feat = cfg.model.width * 8 * (1 if kind == "basic" else 4)
     n = max(2 * cfg.data.batch_size, 8)
-    src = SyntheticSlices(n, cfg.data.size, labelled=True, seed=1)
-    trg = SyntheticSlices(n, cfg.data.size, labelled=False, seed=2)
+    src = SyntheticSlices(n, cfg.data.size, labelled=True, seed=1, context=cfg.data.context)
+    trg = SyntheticSlices(n, cfg.data.size, labelled=False, seed=2, context=cfg.data.context)
     protos = torch.randn(len(_CLASSES), feat, generator=torch.Generator().manual_seed(3))
     cfg = copy.deepcopy(cfg)
     # from a random init on synthetic data the paper's learning rates diverge within a few

@@ -5,7 +5,7 @@ import pytest
 
 from mpscl.data import (DataError, PreparedDataset, prepare_sifa, read_sifa_npz,
                         read_tfrecord_slices, sifa_intensity)
-from mpscl.data.context import case_stacks
+from mpscl.data.context import case_slice_spacing, case_stacks, coarser_spacing
 from mpscl.data.tfrecord import crc32c, masked_crc32c, parse_example, read_examples
 
 
@@ -135,6 +135,8 @@ def test_prepare_sifa_tfrecords_and_npz(tmp_path, sifa_dir):
     assert stacks.shape == (1, 3, 256, 256) and np.array_equal(stacks[0, 1], c["image"][0])
     assert np.array_equal(stacks[:, [0, 2]], c["neighbours"]) and not np.array_equal(stacks[0, 0], stacks[0, 1])
     assert np.array_equal(case_stacks(c, 0), c["image"][:, None])
+    # the release records no voxel size: no slice spacing for data.context_spacing to take
+    assert case_slice_spacing(c["meta"]) is None and coarser_spacing([ds]) is None
     man = prepare_sifa(str(sifa_dir / "example_slice.npz"), "mr", tmp_path / "npz", size=128,
                        log=lambda m: None)
     c = PreparedDataset(tmp_path / "npz").case("example_slice")

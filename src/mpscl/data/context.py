@@ -91,7 +91,10 @@ def case_step(context_mm: Optional[float], meta: Mapping[str, Any]) -> float:
 
 
 def case_slice_spacing(meta: Mapping[str, Any]) -> Optional[float]:
-    """The spacing (mm) along a prepared case's slice axis, None where the case has none."""
+    """The spacing (mm) along a prepared case's slice axis, None where the case has none (or
+    only the SIFA release's placeholder)."""
+    if meta.get("spacing_unknown"):
+        return None
     sp = meta.get("spacing")
     return float(sp[int(meta["axis"])]) if sp is not None and "axis" in meta else None
 

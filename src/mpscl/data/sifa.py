@@ -215,7 +215,9 @@ def _case(case: str, path: str, kind: str, modality: str, size: int,
     counts = np.bincount(ids.ravel(), minlength=len(CLASSES))
     meta = {
         "case": case, "file": f"cases/{case}.npz", "slices": int(image.shape[2]),
-        "shape": [int(s) for s in image.shape], "spacing": [1.0, 1.0, 1.0],
+        # the release keeps no voxel size: 1 per axis (ASSD in voxels, the protocol's unit),
+        # marked unknown so that nothing takes it for millimetres (data.context_spacing)
+        "shape": [int(s) for s in image.shape], "spacing": [1.0, 1.0, 1.0], "spacing_unknown": True,
         "affine": np.eye(4).tolist(), "image": os.path.abspath(path),
         "label": os.path.abspath(path),
         "class_voxels": {n: int(counts[i]) for i, n in enumerate(CLASSES)},

@@ -50,6 +50,14 @@ def from_canonical(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nib.orientations.apply_orientation(arr, back))
 
 
+def canonical_volume(data: np.ndarray, spacing: Sequence[float], affine: np.ndarray):
+    """A stored volume in canonical order: ``(data, spacing, ornt)``, ``ornt`` to undo it
+    (:func:`from_canonical`). One function for ``prepare`` and ``predict``, so a new volume is
+    reoriented exactly as the training data were."""
+    ornt = orientation(affine)
+    return to_canonical(data, ornt), canonical_spacing(spacing, ornt), ornt
+
+
 def canonical_spacing(spacing: Sequence[float], ornt: np.ndarray) -> Tuple[float, float, float]:
     """Voxel sizes in the canonical order: stored axis i becomes RAS axis ``ornt[i, 0]``."""
     out = [0.0, 0.0, 0.0]

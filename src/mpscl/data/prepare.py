@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import DataError
 from .io import read_nifti
-from .orientation import canonical_spacing, check_plane, orientation, plane_axis, to_canonical
+from .orientation import canonical_volume, check_plane, plane_axis, to_canonical
 from .labelmap import LabelMap, parse_class_map
 from .prepared_writer import CaseArrays, check_case_id, write_dataset
 
@@ -153,8 +153,7 @@ def _process(case: str, image: str, label: Optional[str], lmap: LabelMap, size: 
     warnings: List[str] = []
     data, spacing = vol.data, vol.spacing
     if plane is not None:  # the arrays (and so shape, spacing, labels) in canonical RAS order
-        ornt = orientation(vol.affine)
-        data, spacing = to_canonical(data, ornt), canonical_spacing(spacing, ornt)
+        data, spacing, ornt = canonical_volume(data, spacing, vol.affine)
     norm, stats = normalise(data, image)
     meta: Dict[str, Any] = {
         "case": case, "file": f"cases/{case}.npz", "slices": int(data.shape[axis]),

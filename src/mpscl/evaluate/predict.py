@@ -2,8 +2,7 @@
 
 Per input: read (array order as stored; reoriented to canonical RAS order only for a
 checkpoint whose data were prepared with ``--plane``, and the labels put back), normalise,
-slice and resize
-exactly as ``mpscl prepare`` does (``mpscl.data.prepare``: per volume clip to [p0.5, p99.5],
+slice and resize exactly as ``mpscl prepare`` does (``mpscl.data.prepare``: per volume clip to [p0.5, p99.5],
 map to [-1, 1]; slices along the axis, bilinear to the model's ``data.size``), predict every slice, resize probabilities back, argmax, map class ids
 to the checkpoint's RAW label values (e.g. 0/205/420/500/820), and write a NIfTI with the
 input's shape, affine and header (integer dtype, scaling reset).
@@ -18,7 +17,7 @@ import numpy as np
 from .. import checkpoint as checkpoint_io
 from ..data import context_of, read_nifti, write_label_nifti
 from ..data.errors import DataError
-from ..data.orientation import canonical_spacing, from_canonical, orientation, plane_axis, to_canonical
+from ..data.orientation import canonical_volume, from_canonical, plane_axis
 from ..data.context import context_mm_of, slice_step
 from ..data.prepare import normalise, resize_slices, to_slices
 from .errors import EvaluateError
@@ -144,8 +143,7 @@ def predict_files(
         vol = read_nifti(src)
         data, spacing = vol.data, vol.spacing
         if plane is not None:
-            ornt = orientation(vol.affine)
-            data, spacing = to_canonical(data, ornt), canonical_spacing(spacing, ornt)
+            data, spacing, ornt = canonical_volume(data, spacing, vol.affine)
         image, _ = normalise(data, str(src))
         slices = to_slices(image, axis)
         if size:

@@ -193,6 +193,10 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # warm-up included, so its own warm-up
     "mpscl-gin-long2x-st-mt995-size01-stage-blend": ("mpscl", RECIPE + [
         "loss.size_prior=0.1", "appearance.gin_blend=0.5"]),
+    # thirty-third round: today's recipe (-ctx1mm) with half the training stacks' neighbours
+    # replaced by the slice itself (data.context_dropout; both domains; its own warm-up)
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ("mpscl", RECIPE + [
+        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser", "data.context_dropout=0.5"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -205,7 +209,8 @@ STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-mt995-size01-stage": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ["loss.size_prior=0.1"],
-              "mpscl-gin-long2x-st-mt995-size01-stage-blend": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage-blend": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

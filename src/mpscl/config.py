@@ -93,6 +93,10 @@ class DataConfig:
     # the coarser domain's median slice spacing; volumes with closer slices interpolate; the
     # distance in mm is recorded in the checkpoint; data/context.py)
     context_spacing: str = setting("slices", choices=("slices", "coarser"))
+    # the probability that a training stack's neighbour channels are replaced by the slice
+    # itself (both domains; scoring always reads the neighbours), so the network also learns
+    # to segment a slice alone and leans less on how one domain's neighbours look
+    context_dropout: float = setting(0.0, "[0, 1]")
     num_workers: int = setting(0, "[0, 64]")
 
 
@@ -465,6 +469,9 @@ def _check_combinations(cfg: Config) -> None:
     """Settings that are valid alone but not together."""
     if cfg.data.context_spacing != "slices" and cfg.data.context == 0:
         raise ConfigError(f"data.context_spacing={cfg.data.context_spacing} places neighbours, but "
+                          "data.context is 0 (no neighbours); set data.context=1")
+    if cfg.data.context_dropout > 0 and cfg.data.context == 0:
+        raise ConfigError(f"data.context_dropout={cfg.data.context_dropout} drops neighbours, but "
                           "data.context is 0 (no neighbours); set data.context=1")
     c = cfg.mpscl
     if c.self_training_flips and c.self_training > 0 and c.self_training_teacher <= 0:

@@ -112,3 +112,51 @@ def test_resume_is_bit_identical_with_context_and_gin(tiny_phantom, tmp_path):
         return Trainer(cfg, "advent", src, trg, out, device=torch.device("cpu"), progress=False)
 
     assert_resume_bit_identical(trainer, tmp_path, entries=("model", "disc_main"))
+
+
+def test_context_dropout_needs_neighbours():
+    assert build_config("cpu").data.context_dropout == 0.0  # off everywhere
+    assert build_config("cpu", sets=["data.context_dropout=0.5"]).data.context_dropout == 0.5
+    with pytest.raises(ConfigError, match="data.context_dropout"):
+        build_config("cpu-plain", sets=["data.context_dropout=0.5"])
+    with pytest.raises(ConfigError, match="data.context_dropout"):
+        build_config("cpu", sets=["data.context_dropout=1.5"])
+
+
+def test_context_dropout_replaces_some_training_stacks_by_their_middle_slice(tiny_phantom, tmp_path):
+    def batches(p):
+        cfg = build_config("cpu", sets=TINY + [f"data.context_dropout={p}", "appearance.gin=0"])
+        src = SliceDataset(tiny_phantom["mr"], augment=True, context=1, context_mm=3.6)
+        trg = SliceDataset(tiny_phantom["ct"], labelled=False, augment=True, context=1, context_mm=3.6)
+        t = Trainer(cfg, "source-only", src, trg, tmp_path / str(p), device=torch.device("cpu"), progress=False)
+        return [t._batch(d, dom, i, lab) for i in range(6)
+                for d, dom, lab in ((src, "source", True), (trg, "target", False))]
+
+    kept, half, every = batches(0.0), batches(0.5), batches(1.0)
+    dropped = 0
+    for (x0, y0), (xh, yh), (x1, y1) in zip(kept, half, every):
+        # the labels and the middle channel never change: only the neighbours are replaced
+        for x, y in ((xh, yh), (x1, y1)):
+            assert (y is None and y0 is None) or torch.equal(y, y0)
+            torch.testing.assert_close(x[:, 1], x0[:, 1], rtol=0, atol=0)
+        # p = 1: every stack is its middle slice three times
+        torch.testing.assert_close(x1, x0[:, 1:2].expand_as(x0), rtol=0, atol=0)
+        for k in range(len(xh)):
+            if torch.equal(xh[k], x0[k]):
+                continue
+            torch.testing.assert_close(xh[k], x1[k], rtol=0, atol=0)  # dropped: as with p = 1
+            dropped += 1
+    total = sum(len(x) for x, _ in half)
+    assert 0 < dropped < total  # p = 0.5 drops some stacks and keeps others
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical_with_context_dropout_and_gin(tiny_phantom, tmp_path):
+    cfg = build_config("cpu", sets=TINY + ["train.iters=6", "data.context_dropout=0.5"])
+    src = SliceDataset(tiny_phantom["mr"], augment=True, context=1, context_mm=3.6)
+    trg = SliceDataset(tiny_phantom["ct"], labelled=False, augment=True, context=1, context_mm=3.6)
+
+    def trainer(out):
+        return Trainer(cfg, "advent", src, trg, out, device=torch.device("cpu"), progress=False)
+
+    assert_resume_bit_identical(trainer, tmp_path, entries=("model", "disc_main"))

@@ -145,3 +145,18 @@ def test_context_spacing_is_a_checked_setting():
         build_config("cpu", sets=["data.context=0"])
     with pytest.raises(ConfigError, match="context_spacing"):
         build_config("cpu", sets=["data.context=1", "data.context_spacing=mm"])
+
+
+def test_drop_context_keeps_or_repeats_the_middle_slice_and_always_draws_once():
+    from mpscl.data.context import drop_context
+    stack = torch.arange(27, dtype=torch.float32).reshape(3, 3, 3)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(drop_context(stack, 0.0, g), stack)
+    out = drop_context(stack, 1.0, g)
+    assert torch.equal(out, stack[1].expand(3, 3, 3)) and torch.equal(stack[0], torch.arange(9.).reshape(3, 3))
+    one = stack[1:2]
+    assert torch.equal(drop_context(one, 1.0, g), one)  # a lone slice has nothing to drop
+    # the stream advances by one draw whatever the outcome
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    drop_context(stack, 0.0, a), drop_context(stack, 1.0, b)
+    assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))

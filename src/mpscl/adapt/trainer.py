@@ -23,7 +23,7 @@ from .. import methods
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config, diff_configs, without_retired
 from ..data import appearance
-from ..data.context import coarser_spacing
+from ..data.context import coarser_spacing, drop_context
 from ..fileio import atomic_write_text
 from ..models import build_segmenter
 from ..runtime import use_bf16
@@ -216,6 +216,9 @@ class Trainer:
         # exactly as in one process with the whole global batch
         parts = [ds.batch([j], generator=sample_generator(seed, i, first + k)) for k, j in enumerate(idx)]
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if self.cfg.data.context_dropout > 0:  # its own stream (+ 37), before any appearance view
+            p_drop = self.cfg.data.context_dropout
+            x = self._per_sample(x, seed + 37, i, lambda s, g: drop_context(s, p_drop, g))
         if domain == "source" and appearance.enabled(self.cfg.appearance):
             # its own streams (seed + 13; + 17 for a second view), so the geometric augmentation
             # is unchanged by the switches

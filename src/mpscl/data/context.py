@@ -43,6 +43,17 @@ def case_stacks(case: Mapping[str, Any], context: int, context_mm: Optional[floa
     return with_context(case["image"], context, case_step(context_mm, case["meta"]) if context else 1.0)
 
 
+def drop_context(stack: torch.Tensor, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``data.context_dropout``: with probability ``p`` (one draw from ``generator``) the stack
+    (2k + 1, N, N) with every channel the middle slice, which is what the slice alone looks
+    like to the network; else the stack unchanged. Always draws once, so the stream does not
+    depend on the outcome."""
+    drop = float(torch.rand((), generator=generator)) < p
+    if not drop or stack.shape[0] == 1:
+        return stack
+    return stack[stack.shape[0] // 2].expand_as(stack).clone()
+
+
 def stacks_of(slices: Array, rows: Sequence[int], context: int, step: float = 1.0) -> Array:
     """The stacks (len(rows), 2 * context + 1, N, N) of the slices ``rows`` of one volume
     (:func:`with_context` for some slices only, e.g. one batch at a time)."""

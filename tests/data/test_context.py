@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mpscl.data import PreparedDataset, SliceDataset, context_of, with_context
-from mpscl.data.context import coarser_spacing, context_mm_of, slice_step, stacks_of
+from mpscl.data.context import coarser_spacing, context_mm_of, drop_context, slice_step, stacks_of
 from mpscl.data.appearance import random_conv
 from mpscl.models import build_segmenter
 from mpscl.config import ConfigError, build_config
@@ -148,7 +148,6 @@ def test_context_spacing_is_a_checked_setting():
 
 
 def test_drop_context_keeps_or_repeats_the_middle_slice_and_always_draws_once():
-    from mpscl.data.context import drop_context
     stack = torch.arange(27, dtype=torch.float32).reshape(3, 3, 3)
     g = torch.Generator().manual_seed(0)
     assert torch.equal(drop_context(stack, 0.0, g), stack)

@@ -197,6 +197,11 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # replaced by the slice itself (data.context_dropout; both domains; its own warm-up)
     "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ("mpscl", RECIPE + [
         "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser", "data.context_dropout=0.5"]),
+    # thirty-fourth round: today's recipe (-ctx1mm) with the same 3,600 iterations split in
+    # halves (1,800 warm-up + 1,800 MPSCL) instead of two thirds warm-up (its own warm-up)
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ("mpscl", RECIPE + [
+        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
+        "train.warmup_iters=1800", "train.iters=1800"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -210,7 +215,8 @@ STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-blend": ["loss.size_prior=0.1"],
-              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

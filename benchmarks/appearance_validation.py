@@ -202,6 +202,15 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ("mpscl", RECIPE + [
         "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
         "train.warmup_iters=1800", "train.iters=1800"]),
+    # thirty-fifth round: today's recipe (-ctx1mm) with the target contrastive term kept to the
+    # pixels whose self-training label repeats the prototype label, at the paper's weight and
+    # at the source term's (shares the recipe's warm-up)
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst": ("mpscl", RECIPE + [
+        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
+        "mpscl.target_contrast_labels=self-training"]),
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ("mpscl", RECIPE + [
+        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
+        "mpscl.target_contrast_labels=self-training", "mpscl.lambda_trg=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference
@@ -216,7 +225,9 @@ STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-blend": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ["loss.size_prior=0.1"],
-              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

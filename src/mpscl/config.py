@@ -192,6 +192,11 @@ class MPSCLConfig:
     # alone (band loss.size_prior_band), so the AdvEnt warm-up, AdvEnt and the other methods
     # train without it (benchmarks/README.md, "Twenty-sixth round")
     size_prior: float = setting(0.0, "[0, 1000]")
+    # Beyond the paper: which target pixels the target contrastive term keeps. "prototypes"
+    # (the paper): top1 - top2 cosine > threshold; "self-training": of those, only where the
+    # self-training labels (teacher confident and agreeing) say the same class, which are
+    # far more often right (benchmarks/README.md, "Thirty-fifth round"); needs self_training
+    target_contrast_labels: str = setting("prototypes", choices=("prototypes", "self-training"))
 
 
 @dataclass
@@ -474,6 +479,10 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError(f"data.context_dropout={cfg.data.context_dropout} drops neighbours, but "
                           "data.context is 0 (no neighbours); set data.context=1")
     c = cfg.mpscl
+    if c.target_contrast_labels == "self-training" and (c.self_training <= 0 or c.lambda_trg <= 0):
+        raise ConfigError("mpscl.target_contrast_labels=self-training selects the target contrastive "
+                          "term's pixels by the self-training labels: it needs mpscl.self_training > 0 "
+                          "and mpscl.lambda_trg > 0")
     if c.self_training_flips and c.self_training > 0 and c.self_training_teacher <= 0:
         raise ConfigError("mpscl.self_training_flips needs a mean teacher (mpscl.self_training_teacher > 0): "
                           "the student's extra flipped views would move its BatchNorm statistics")

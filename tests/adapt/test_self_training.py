@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mpscl.adapt.pipeline import train
-from mpscl.adapt.steps import self_training_labels, update_teacher
+from mpscl.adapt.steps import agreed_selection, self_training_labels, update_teacher
 from mpscl.config import ConfigError, build_config
 from resume_helpers import assert_resume_bit_identical
 
@@ -34,6 +34,35 @@ def test_labels_keep_confident_pixels_that_agree_with_the_prototypes():
     # nearest upsampling of a 1 x 2 prototype map: left column 1, right column 0
     got = self_training_labels(logits, torch.tensor([[[1, 0]]]), 0.5, agree=True)
     assert got.tolist() == [[[-1, -1], [-1, 0]]]
+
+
+def test_agreed_selection_keeps_selected_pixels_whose_self_training_label_repeats_the_prototypes():
+    # feature resolution 2 x 2, labels at 4 x 4: nearest downsampling reads pixels (0,0),
+    # (0,2), (2,0), (2,2) of the labels
+    sel = torch.tensor([[[True, True], [True, False]]])
+    protos = torch.tensor([[[1, 2], [0, 1]]])
+    labels = torch.full((1, 4, 4), -1)
+    labels[0, 0, 0] = 1   # agrees, selected: kept
+    labels[0, 0, 2] = 1   # says 1 where the prototypes say 2: dropped
+    labels[0, 2, 0] = -1  # no confident label: dropped
+    labels[0, 2, 2] = 1   # agrees but not selected by the margin: stays out
+    labels[0, 1, 1] = 2   # between the read pixels: never seen
+    labels[0, 3, 3] = 1
+    got = agreed_selection(sel, protos, labels)
+    assert got.tolist() == [[[True, False], [False, False]]]
+    labels[0, 2, 0] = 0
+    assert agreed_selection(sel, protos, labels).tolist() == [[[True, False], [True, False]]]
+
+
+def test_target_contrast_labels_need_self_training_and_the_target_term():
+    assert build_config("cpu").mpscl.target_contrast_labels == "prototypes"  # the paper's selection
+    on = build_config("cpu", sets=["mpscl.target_contrast_labels=self-training"]).mpscl
+    assert on.target_contrast_labels == "self-training"
+    for off in ("mpscl.self_training=0", "mpscl.lambda_trg=0"):
+        with pytest.raises(ConfigError, match="target_contrast_labels=self-training"):
+            build_config("cpu", sets=["mpscl.target_contrast_labels=self-training", off])
+    with pytest.raises(ConfigError, match="target_contrast_labels"):
+        build_config("cpu", sets=["mpscl.target_contrast_labels=teacher"])
 
 
 def test_flipped_labels_need_the_teacher():
@@ -133,6 +162,25 @@ def test_flipped_teacher_labels_change_training_and_log_the_foreground_share(tin
     assert any(not torch.equal(v, wb[k]) for k, v in wa.items())
 
 
+@pytest.mark.slow
+def test_target_contrast_on_self_training_labels_selects_fewer_pixels_and_changes_training(tiny_phantom, tmp_path):
+    # margin 0: the prototypes select every pixel of the barely trained network
+    sets = TINY + ["mpscl.threshold=0", "mpscl.self_training=1.0", "mpscl.self_training_threshold=0.5",
+                   "mpscl.self_training_teacher=0.9"]
+    runs, first = {}, {}
+    for which in ("prototypes", "self-training"):
+        cfg = build_config("cpu", sets=sets + [f"mpscl.target_contrast_labels={which}"])
+        runs[which] = train(tiny_phantom["mr"], tiny_phantom["ct"], "mpscl", cfg, tmp_path / which, progress=False)
+        recs = [json.loads(l) for l in (tmp_path / which / "mpscl" / "log.jsonl").read_text().splitlines()]
+        assert all(math.isfinite(r["mpcl_trg"]) for r in recs)
+        first[which] = recs[0]
+    # the same warm-up, weights and batch at the stage's first step: a subset of the pixels
+    assert 0 < first["self-training"]["selected"] < first["prototypes"]["selected"]
+    assert first["self-training"]["st_selected"] == first["prototypes"]["st_selected"]
+    wa, wb = (torch.load(runs[w], weights_only=True)["model"] for w in runs)
+    assert any(not torch.equal(v, wb[k]) for k, v in wa.items())
+
+
 def test_target_view_is_deterministic_per_iteration_and_position(tiny_phantom):
     from mpscl.adapt.trainer import Trainer
     from mpscl.data import SliceDataset
@@ -159,7 +207,8 @@ def test_resume_is_bit_identical_with_the_randomised_view_flipped_teacher_anatom
                                            "mpscl.self_training_threshold=0.3", "mpscl.self_training_teacher=0.9",
                                            "mpscl.self_training_view=randomised", "mpscl.self_training_flips=true",
                                            "mpscl.self_training_anatomy=true", "mpscl.self_training_prior=0.5",
-                                           "mpscl.self_training_mix=true", "loss.size_prior=1.0"])
+                                           "mpscl.self_training_mix=true", "loss.size_prior=1.0",
+                                           "mpscl.target_contrast_labels=self-training"])
     src, trg = SliceDataset(tiny_phantom["mr"], augment=True), SliceDataset(tiny_phantom["ct"], labelled=False)
     from mpscl.models import build_segmenter
     torch.manual_seed(0)

@@ -189,6 +189,10 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
                                   variant=c.variant)
     if c.lambda_trg > 0 or c.self_training > 0:
         pl, sel = pseudo_label(feats_t.detach().float(), protos, c.threshold)  # 5
+    if c.self_training > 0:
+        st_labels, st_pred = _self_training_labels(t, xt, main_t, pl)
+        if c.target_contrast_labels == "self-training":  # beyond the paper: the labels' precision
+            sel = agreed_selection(sel, pl, st_labels)
     if c.lambda_trg > 0:
         kw = {}
         if t.dist.enabled:  # the masked average of the global batch
@@ -199,11 +203,18 @@ def mpscl_step(t, xs, ys, xt) -> Terms:
                                       mask=sel, variant=c.variant, **kw)
         t.stats["selected"] = sel.float().mean().item()
     if c.self_training > 0:
-        terms["st_trg"] = _self_training_term(t, xt, main_t, pl, xs, ys)
+        terms["st_trg"] = _self_training_term(t, xt, main_t, st_labels, st_pred, xs, ys)
     t.backward(terms, _weighted(t, terms))                                   # 6
     if t.nets.get("disc_main") is not None:
         terms.update(update_discriminators(t, (feats_s, aux_s, main_s), (feats_t, aux_t, main_t)))
     return terms
+
+
+def agreed_selection(selected: torch.Tensor, proto_labels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,h,w) bool: the pixels of ``selected`` (feature resolution) whose prototype
+    pseudo-label ``proto_labels`` the self-training ``labels`` (B,H,W, -1 ignored; nearest-
+    neighbour downsampled) repeat."""
+    return selected & (downsample_labels(labels, selected.shape[-2:]) == proto_labels)
 
 
 def self_training_labels(probs: torch.Tensor, proto_labels: torch.Tensor, threshold: float,
@@ -237,10 +248,10 @@ def update_teacher(teacher: torch.nn.Module, student: torch.nn.Module, momentum:
         bt.copy_(bs)
 
 
-def _self_training_term(t, xt, main_t, proto_labels, xs, ys) -> torch.Tensor:
-    """Beyond the paper: class-weighted CE on confident target pseudo-labels (MPSCLConfig);
-    with ``self_training_mix`` on target slices with source classes pasted in (source ``xs``,
-    ``ys``: the batch's first views)."""
+def _self_training_labels(t, xt, main_t, proto_labels):
+    """Beyond the paper: the confident target pseudo-labels (B,H,W; -1 ignored) of the
+    self-training term (MPSCLConfig), and the argmax of the network that made them; moves
+    the mean teacher one step first."""
     c = t.cfg.mpscl
     teacher = t.nets.get("teacher")
     if teacher is not None:
@@ -268,6 +279,15 @@ def _self_training_term(t, xt, main_t, proto_labels, xs, ys) -> torch.Tensor:
     # background dominates st_selected, and label quality matters on the structures
     fg = int((pred > 0).sum())  # labels > 0 are a subset of these pixels
     t.stats["st_selected_fg"] = int((labels > 0).sum()) / max(fg, 1)
+    return labels, pred
+
+
+def _self_training_term(t, xt, main_t, labels, pred, xs, ys) -> torch.Tensor:
+    """Beyond the paper: class-weighted CE on the confident target pseudo-labels ``labels``
+    (``_self_training_labels``); with ``self_training_mix`` on target slices with source
+    classes pasted in (source ``xs``, ``ys``: the batch's first views)."""
+    c = t.cfg.mpscl
+    teacher = t.nets.get("teacher")
     logits = main_t
     if c.self_training_mix:
         n = len(xt)

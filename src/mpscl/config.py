@@ -195,7 +195,8 @@ class MPSCLConfig:
     # Beyond the paper: which target pixels the target contrastive term keeps. "prototypes"
     # (the paper): top1 - top2 cosine > threshold; "self-training": of those, only where the
     # self-training labels (teacher confident and agreeing) say the same class, which are
-    # far more often right (benchmarks/README.md, "Thirty-fifth round"); needs self_training
+    # far more often right; not adopted on validation (benchmarks/README.md, "Thirty-fifth
+    # round": level at lambda_trg 0.1, the phantom's cost at 1.0); needs self_training
     target_contrast_labels: str = setting("prototypes", choices=("prototypes", "self-training"))
 
 

@@ -42,6 +42,8 @@ LONGWARM = ["train.warmup_iters=1200", "train.iters=600"]  # the recipe's budget
 LONG2X = ["train.warmup_iters=2400", "train.iters=1200"]  # the same split, twice as long
 GENTLE_ST = ["mpscl.self_training=0.3", "mpscl.self_training_view=randomised", "mpscl.self_training_threshold=0.95"]
 RECIPE = GIN + LONG2X + GENTLE_ST + ["mpscl.self_training_teacher=0.995"]  # --preset cpu's MPSCL settings
+# today's recipe as a run (-ctx1mm, thirty-first round): the later rounds' base and candidates' start
+TODAY = RECIPE + ["loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser"]
 RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     "so": ("source-only", []),
     "so-gin": ("source-only", GIN),
@@ -186,8 +188,7 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
     # thirty-first round: the same neighbours at one physical distance, the coarser domain's
     # slice spacing (data.context_spacing=coarser; C0 8 mm vs LGE 5 mm made "the next slice"
     # a shift of its own)
-    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ("mpscl", RECIPE + [
-        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser"]),
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm": ("mpscl", TODAY),
     # thirty-second round: half the GIN views two random networks blended by a random smooth
     # field (appearance.gin_blend, GIN-IPA), source slices and the self-training target view;
     # warm-up included, so its own warm-up
@@ -195,21 +196,17 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "loss.size_prior=0.1", "appearance.gin_blend=0.5"]),
     # thirty-third round: today's recipe (-ctx1mm) with half the training stacks' neighbours
     # replaced by the slice itself (data.context_dropout; both domains; its own warm-up)
-    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ("mpscl", RECIPE + [
-        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser", "data.context_dropout=0.5"]),
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ("mpscl", TODAY + ["data.context_dropout=0.5"]),
     # thirty-fourth round: today's recipe (-ctx1mm) with the same 3,600 iterations split in
     # halves (1,800 warm-up + 1,800 MPSCL) instead of two thirds warm-up (its own warm-up)
-    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ("mpscl", RECIPE + [
-        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ("mpscl", TODAY + [
         "train.warmup_iters=1800", "train.iters=1800"]),
     # thirty-fifth round: today's recipe (-ctx1mm) with the target contrastive term kept to the
     # pixels whose self-training label repeats the prototype label, at the paper's weight and
     # at the source term's (shares the recipe's warm-up)
-    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst": ("mpscl", RECIPE + [
-        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst": ("mpscl", TODAY + [
         "mpscl.target_contrast_labels=self-training"]),
-    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ("mpscl", RECIPE + [
-        "loss.size_prior=0.1", "data.context=1", "data.context_spacing=coarser",
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ("mpscl", TODAY + [
         "mpscl.target_contrast_labels=self-training", "mpscl.lambda_trg=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's

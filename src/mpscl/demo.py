@@ -18,7 +18,7 @@ from typing import Dict
 from .config import build_config
 
 
-DEMO_WARMUP_ITERS, DEMO_ITERS = 600, 300
+DEMO_WARMUP_ITERS, DEMO_ITERS = 450, 225
 
 
 def _stage(msg: str) -> None:
@@ -34,8 +34,9 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     n_cases = 4 if quick else 10
-    # a quarter of the CPU preset's schedule (its two-thirds warm-up split kept), so the whole
-    # demo fits in about 10 minutes on 2 cores
+    # 3/16 of the CPU preset's schedule (its two-thirds warm-up split kept), so the whole demo
+    # fits in 10 minutes on 2 cores of the slowest CPU measured (a quarter took 11.9 min on an
+    # AMD EPYC Zen 1, float32; 3/16 took 8.4: benchmarks/README.md, "The demo")
     sets = [f"train.seed={seed}", f"train.iters={DEMO_ITERS}", f"train.warmup_iters={DEMO_WARMUP_ITERS}"]
     if quick:
         sets += ["train.iters=3", "train.warmup_iters=3", "data.batch_size=2", "train.checkpoint_every=0",

@@ -30,6 +30,7 @@ from mpscl.bench.compare import _amp, _git_commit
 from mpscl.bench.suites import BUILTIN, SHARED, prepare_builtin
 from mpscl.config import build_config
 from mpscl.evaluate import evaluate_checkpoint
+from mpscl.evaluate.label_free import label_free_indicators
 from mpscl.runtime import machine_line
 
 VAL_CASES = {name: s.val_cases for name, s in BUILTIN.items()}  # the suites' validation cases
@@ -262,6 +263,10 @@ def run_one(suite: str, name: str, seed: int, work: Path, results: Path, extra) 
             "val_cases": VAL_CASES[suite], "train_seconds": round(secs, 1), "git_commit": commit,
             "machine": machine_line(), "amp": _amp(cfg, [init, final] if init else [final]),
             "dice_mean": m["summary"]["dice_mean"]}
+    # the same target cases' label-free indicators (no label read): which of them follows the
+    # paired Dice differences is measured from these (benchmarks/label_free_tracking.py)
+    info["label_free"] = label_free_indicators(final, dirs["target"], cases=VAL_CASES[suite],
+                                               source_dir=dirs["source"], progress=False)
     (res / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"[done] {suite} {name} seed {seed}: val Dice {info['dice_mean']:.2f} ({secs / 60:.1f} min)", flush=True)
 

@@ -105,6 +105,26 @@ def cmd_evaluate(args) -> None:
     print(f"mean Dice {s['dice_mean']:.2f}%  mean ASSD {assd}  -> {args.out}")
 
 
+def cmd_label_free(args) -> None:
+    import json
+    from pathlib import Path
+
+    from .evaluate.label_free import indicators_markdown, label_free_indicators
+    from .fileio import atomic_write_text
+    rows = {}
+    for ckpt in args.checkpoint:
+        rows[ckpt] = label_free_indicators(ckpt, args.data, cases=args.cases, source_dir=args.source,
+                                           batch_size=args.batch_size, device=args.device)
+    table = "\n".join(indicators_markdown(rows))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "label_free.json", json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(out / "label_free.md", f"# Label-free indicators on {args.data}\n\n"
+                          "No label of this dataset was read.\n\n" + table + "\n")
+    print(table)
+
+
 def cmd_predict(args) -> None:
     from .evaluate import predict_files
     for p in predict_files(args.checkpoint, args.inputs, args.output, batch_size=args.batch_size,
@@ -261,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.add_argument("--largest-component", action="store_true", help=LCC_HELP)
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("label-free", help="indicators of models on an unlabelled target: entropy, "
+                                          "flip agreement, class shares against the source's labels")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a model (final.pt); repeat to compare several in one table")
+    p.add_argument("--data", required=True, help="prepared target dataset (its labels, if any, are not read)")
+    p.add_argument("--cases", help="case ids, e.g. 6-45 or 1,3,5-7")
+    p.add_argument("--source", help="prepared labelled source dataset: its class shares and the gap to them")
+    p.add_argument("--out", help="folder for label_free.json and label_free.md")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_label_free)
 
     p = sub.add_parser("predict", help="segment NIfTI volumes; label maps in the input geometry")
     p.add_argument("--checkpoint", required=True)

@@ -160,7 +160,7 @@ def write_reports(metrics: Dict[str, Any], out_dir, title: str = "Evaluation") -
 
 
 # --------------------------------------------------------------------------- main entry
-def _model_size(ckpt: Dict[str, Any]) -> Optional[int]:
+def model_input_size(ckpt: Dict[str, Any]) -> Optional[int]:
     size = (ckpt.get("config") or {}).get("data", {}).get("size")
     return int(size) if size else None
 
@@ -217,7 +217,7 @@ def evaluate_checkpoint(
     if not ds.labelled:
         raise EvaluateError(f"{data_dir}: the dataset has no labels; use `predict` for unlabelled data")
     ids = ds.select(cases)
-    size, context, context_mm = _model_size(ckpt), context_of(ckpt), context_mm_of(ckpt)
+    size, context, context_mm = model_input_size(ckpt), context_of(ckpt), context_mm_of(ckpt)
 
     records = []
     for cid in tqdm(ids, desc="evaluate", unit="case", disable=not progress):

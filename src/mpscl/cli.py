@@ -121,7 +121,7 @@ def cmd_label_free(args) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "label_free.json", json.dumps(rows, indent=2) + "\n")
         atomic_write_text(out / "label_free.md", f"# Label-free indicators on {args.data}\n\n"
-                          "No label of this dataset was read.\n\n" + table + "\n")
+                          "No label of this dataset was used.\n\n" + table + "\n")
     print(table)
 
 
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "flip agreement, class shares against the source's labels")
     p.add_argument("--checkpoint", required=True, action="append",
                    help="a model (final.pt); repeat to compare several in one table")
-    p.add_argument("--data", required=True, help="prepared target dataset (its labels, if any, are not read)")
+    p.add_argument("--data", required=True, help="prepared target dataset (its labels, if any, are not used)")
     p.add_argument("--cases", help="case ids, e.g. 6-45 or 1,3,5-7")
     p.add_argument("--source", help="prepared labelled source dataset: its class shares and the gap to them")
     p.add_argument("--out", help="folder for label_free.json and label_free.md")

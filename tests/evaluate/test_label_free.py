@@ -120,5 +120,5 @@ def test_the_command_writes_json_and_markdown(tmp_path, fake_checkpoint, capsys)
     rows = json.loads((tmp_path / "lf" / "label_free.json").read_text())
     assert rows[str(fake_checkpoint["path"])]["share_gap"] == pytest.approx(0.5)
     md = (tmp_path / "lf" / "label_free.md").read_text()
-    assert "No label of this dataset was read" in md and "| 0.500 |" in md
+    assert "No label of this dataset was used" in md and "| 0.500 |" in md
     assert "| 0.500 |" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Label-free indicators of a segmenter on target volumes: no target label is read.
+"""Label-free indicators of a segmenter on target volumes: no target label is used.
 
 A user adapting to unlabelled scans cannot score the result. What can be measured without
 labels is how the model behaves there, with the signals the unsupervised-validation
@@ -83,8 +83,9 @@ def source_label_shares(data_dir, classes: Sequence[str], cases: Optional[str] =
 def label_free_indicators(checkpoint, data_dir, cases: Optional[str] = None, source_dir=None,
                           source_cases: Optional[str] = None, batch_size: int = 16,
                           device: str = "auto", progress: bool = True) -> Dict[str, Any]:
-    """The indicators above for ``checkpoint`` on the prepared dataset ``data_dir`` (its
-    labels, if any, are never opened), in the model's input grid (the prepared slices).
+    """The indicators above for ``checkpoint`` on the prepared dataset ``data_dir`` (its labels,
+    if any, are loaded with the case but never used), in the model's input grid (the prepared
+    slices).
     ``source_dir``: a labelled prepared dataset (the source) for ``source_shares`` and
     ``share_gap``; without it those are absent."""
     from tqdm.auto import tqdm

@@ -215,7 +215,7 @@ def evaluate_checkpoint(
             f"{data_dir}: dataset classes {classes} differ from the checkpoint's {ck_classes} "
             f"({checkpoint}); prepare the data with the same class map the model was trained with")
     if not ds.labelled:
-        raise EvaluateError(f"{data_dir}: the dataset has no labels; use `predict` for unlabelled data")
+        raise EvaluateError(f"{data_dir}: the dataset has no labels; use `predict` to segment it, `label-free` to compare models on it")
     ids = ds.select(cases)
     size, context, context_mm = model_input_size(ckpt), context_of(ckpt), context_mm_of(ckpt)
 

@@ -35,8 +35,9 @@ def run_demo(out: str | Path = "mpscl_demo", quick: bool = False, seed: int = 0)
     timings: Dict[str, float] = {}
     n_cases = 4 if quick else 10
     # 3/16 of the CPU preset's schedule (its two-thirds warm-up split kept), so the whole demo
-    # fits in 10 minutes on 2 cores of the slowest CPU measured (a quarter took 11.9 min on an
-    # AMD EPYC Zen 1, float32; 3/16 took 8.4: benchmarks/README.md, "The demo")
+    # fits in about 10 minutes on 2 cores of the slowest CPU measured (a quarter took 11.9 min on
+    # an AMD EPYC Zen 1, float32; 3/16 took 8.4-10.7 as that shared host's speed drifted:
+    # benchmarks/README.md, "The demo")
     sets = [f"train.seed={seed}", f"train.iters={DEMO_ITERS}", f"train.warmup_iters={DEMO_WARMUP_ITERS}"]
     if quick:
         sets += ["train.iters=3", "train.warmup_iters=3", "data.batch_size=2", "train.checkpoint_every=0",

@@ -24,15 +24,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-
-def class_shares(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Each class's share of the labelled pixels of ``labels`` (any shape, ids 0..K-1; negative
-    ids ignored)."""
-    labels = np.asarray(labels)
-    counts = np.bincount(labels[labels >= 0].ravel(), minlength=num_classes)[:num_classes]
-    if counts.sum() == 0:
-        raise ValueError("class_shares: no labelled pixel")
-    return counts / counts.sum()
+from ..data.labelmap import class_shares  # noqa: F401  (used here and by its importers)
 
 
 class ClassSharePrior:

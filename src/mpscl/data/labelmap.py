@@ -133,3 +133,13 @@ def map_labels(raw: np.ndarray, label_map: LabelMap,
         else:
             unmapped[int(v)] = int(counts[j])
     return lut[inverse.reshape(raw.shape)], unmapped
+
+
+def class_shares(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each class's share of the labelled pixels of ``labels`` (any shape, ids 0..K-1; negative
+    ids ignored)."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0].ravel(), minlength=num_classes)[:num_classes]
+    if counts.sum() == 0:
+        raise ValueError("class_shares: no labelled pixel")
+    return counts / counts.sum()

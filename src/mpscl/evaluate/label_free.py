@@ -31,6 +31,7 @@ import torch
 from .. import checkpoint as checkpoint_io
 from ..data import PreparedDataset, context_of
 from ..data.context import case_stacks, context_mm_of
+from ..data.labelmap import class_shares
 from .errors import EvaluateError
 from .inference import predict_volume, resolve_device
 from .report import model_input_size
@@ -52,10 +53,6 @@ def overlap_counts(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray
     return out
 
 
-def class_counts(ids: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.bincount(np.asarray(ids, dtype=np.int64).ravel(), minlength=num_classes)[:num_classes]
-
-
 def share_gap(p: Sequence[float], q: Sequence[float]) -> float:
     """Half the L1 distance between two distributions (total variation)."""
     return 0.5 * float(np.abs(np.asarray(p, float) - np.asarray(q, float)).sum())
@@ -74,10 +71,8 @@ def source_label_shares(data_dir, classes: Sequence[str], cases: Optional[str] =
     if [str(c) for c in ds.classes] != list(classes):
         raise EvaluateError(f"{data_dir}: source classes {list(ds.classes)} differ from the target's "
                             f"{list(classes)}; prepare both with the same class map")
-    counts = np.zeros(len(classes), dtype=np.int64)
-    for cid in ds.select(cases):
-        counts += class_counts(ds.case(cid)["label"], len(classes))
-    return counts / max(int(counts.sum()), 1)
+    return class_shares(np.concatenate([ds.case(cid)["label"].ravel() for cid in ds.select(cases)]),
+                        len(classes))
 
 
 def label_free_indicators(checkpoint, data_dir, cases: Optional[str] = None, source_dir=None,
@@ -100,8 +95,7 @@ def label_free_indicators(checkpoint, data_dir, cases: Optional[str] = None, sou
     k = len(classes)
     size, context, context_mm = model_input_size(ckpt), context_of(ckpt), context_mm_of(ckpt)
     ent, pixels = 0.0, 0
-    overlap = np.zeros((k, 3), dtype=np.int64)
-    counts = np.zeros(k, dtype=np.int64)
+    overlap = np.zeros((k, 3), dtype=np.int64)  # per class: in both, in the prediction, mirrored
     ids = ds.select(cases)
     for cid in tqdm(ids, desc="label-free", unit="case", disable=not progress):
         case = ds.case(cid)
@@ -114,8 +108,7 @@ def label_free_indicators(checkpoint, data_dir, cases: Optional[str] = None, sou
         ent += entropy_sum(probs)
         pixels += pred.size
         overlap += overlap_counts(pred, mirrored.argmax(axis=1), k)
-        counts += class_counts(pred, k)
-    shares = counts / max(int(counts.sum()), 1)
+    shares = overlap[:, 1] / max(int(overlap[:, 1].sum()), 1)
     agreement = {classes[c]: _dice(*overlap[c]) for c in range(1, k)}
     defined = [v for v in agreement.values() if v is not None]
     out: Dict[str, Any] = {

@@ -12,6 +12,13 @@ of those labels against the truth. Both networks run in eval mode (running Batch
 statistics), where training computes the student's features with the batch's. A diagnostic for a weight that follows the labels' quality:
 does ``kept`` track precision across classes and suites? Use only the providers' validation
 cases (LGE 1-5; phantom cases 1-3).
+
+``--label-free PREPARED_SOURCE`` adds, per class, signals that need no target label beside
+the labels' precision: the teacher's flip agreement (Dice %, its argmax against that of the
+mirrored slices mirrored back), its predicted share over the source labels' share, and the
+mean count of 2-D connected pieces per slice holding the class, over the source labels'.
+Written for the question of ``benchmarks/README.md`` "Which classes' self-training labels can
+be trusted, without labels?": does any of them order the classes' precision across suites?
 """
 import argparse
 from pathlib import Path
@@ -50,6 +57,9 @@ def main():
     ap.add_argument("--proto-margin", type=float, metavar="M",
                     help="keep labels only where the prototype pseudo-label's cosine margin (top1 - top2) "
                     "exceeds M (the run's mpscl.threshold is the self-paced selection's)")
+    ap.add_argument("--label-free", type=Path, metavar="PREPARED_SOURCE",
+                    help="per class, label-free signals beside the precision (flip agreement, share over "
+                    "the source's, connected pieces per slice over the source's)")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -80,9 +90,12 @@ def main():
                 view = torch.stack([appearance.random_conv(s, g) for s in xb])
                 other = teacher(view)[-1].argmax(1)
                 q = torch.where(other == probs.argmax(1), q, torch.full_like(q, -1))
-            labels.append((probs.argmax(1), q))
-    pred = torch.cat([p for p, _ in labels])
-    lab = torch.cat([q for _, q in labels])
+            mirrored = teacher(xb.flip(-1))[-1].argmax(1).flip(-1) if a.label_free else None
+            labels.append((probs.argmax(1), q, mirrored))
+    pred = torch.cat([p for p, _, _ in labels])
+    lab = torch.cat([q for _, q, _ in labels])
+    free = label_free_signals(pred.numpy(), torch.cat([m for _, _, m in labels]).numpy(), a.label_free,
+                              len(names)) if a.label_free else None
     if a.largest:
         ids = pred.numpy()
         if a.largest == "2d":
@@ -108,8 +121,9 @@ def main():
     print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
           f"cases {a.cases}")
     print("| class | true px | predicted px | kept | precision of kept | recall of kept | true classes of kept "
-          "| wrong kept in slices without the class |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| wrong kept in slices without the class |" + (" flip agreement | share / source | pieces / source |"
+                                                          if free else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|---|" if free else ""))
     for k, n in enumerate(names):
         p, kept, truth = pred == k, lab == k, y == k
         prec = (kept & truth).sum().item() / max(kept.sum().item(), 1)
@@ -119,7 +133,27 @@ def main():
         wrong = kept & ~truth
         absent = wrong[~truth.flatten(1).any(1)].sum().item()  # where the slice's truth has none of it
         print(f"| {n} | {truth.sum().item()} | {p.sum().item()} | {kept.sum().item() / max(p.sum().item(), 1):.2f} | {prec:.2f} | {rec:.2f} "
-              f"| {share} | {absent / max(wrong.sum().item(), 1):.2f} |")
+              f"| {share} | {absent / max(wrong.sum().item(), 1):.2f} |"
+              + (" {:.1f} | {:.2f} | {:.2f} |".format(*free[k]) if free else ""))
+
+
+def pieces_per_slice(ids: np.ndarray, k: int) -> float:
+    """Mean count of 2-D connected pieces (8-connected) of class ``k`` over the slices that hold it."""
+    from scipy.ndimage import label
+    counts = [label(s == k, structure=np.ones((3, 3)))[1] for s in ids if (s == k).any()]
+    return float(np.mean(counts)) if counts else float("nan")
+
+
+def label_free_signals(pred: np.ndarray, mirrored: np.ndarray, source: Path, k: int):
+    """Per class: flip agreement (%), predicted share / source share, pieces per slice / source's."""
+    from mpscl.data.labelmap import class_shares
+    from mpscl.evaluate.label_free import overlap_counts
+    src = PreparedDataset(source)
+    ys = np.concatenate([src.case(c)["label"] for c in src.select(None)])
+    both = overlap_counts(pred, mirrored, k)
+    shares, src_shares = class_shares(pred.ravel(), k), class_shares(ys.ravel(), k)
+    return [(200.0 * both[c, 0] / max(both[c, 1] + both[c, 2], 1), shares[c] / max(src_shares[c], 1e-12),
+             pieces_per_slice(pred, c) / pieces_per_slice(ys, c)) for c in range(k)]
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ def main():
     ap.add_argument("--label-free", type=Path, metavar="PREPARED_SOURCE",
                     help="per class, label-free signals beside the precision (flip agreement, share over "
                     "the source's, connected pieces per slice over the source's)")
+    ap.add_argument("--at-warmup", type=Path, metavar="WARMUP_FINAL",
+                    help="the labels of the stage's first iteration instead: this warm-up checkpoint as "
+                    "student and teacher, with the run's initial prototypes (RUN/prototypes.pt)")
     ap.add_argument("--largest", choices=("2d", "3d"), help="keep labels only in each class's largest piece "
                     "of the argmax, per slice (2d) or per case volume (3d)")
     a = ap.parse_args()
@@ -72,6 +75,10 @@ def main():
                    for c in cases])
     c = meta["config"]["mpscl"]
     teacher, state = labels_network(a.run)
+    if a.at_warmup:  # the stage starts from the warm-up's weights, its teacher a copy of them
+        student, _ = load_model(a.at_warmup)
+        teacher, state = student.eval(), True
+        meta["prototypes"] = torch.load(a.run / "prototypes.pt", weights_only=False)["prototypes"]
     names = [str(n) for n in meta["classes"]]
     thr = c["self_training_threshold"] if a.threshold is None else a.threshold
     labels = []
@@ -118,7 +125,7 @@ def main():
         myo, lv = names.index("MYO"), next(i for i, n in enumerate(names) if n in ("LV", "LVC"))
         near = np.stack([binary_dilation(s == lv, iterations=a.myo_near_lv) for s in pred.numpy()])
         lab = torch.where((lab == myo) & ~torch.from_numpy(near), torch.full_like(lab, -1), lab)
-    print(f"{a.run} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
+    print(f"{a.run}{' at the warm-up ' + str(a.at_warmup) if a.at_warmup else ''} ({'teacher' if state else 'student'}{', flips' if a.flips else ''}, threshold {thr}), "
           f"cases {a.cases}")
     print("| class | true px | predicted px | kept | precision of kept | recall of kept | true classes of kept "
           "| wrong kept in slices without the class |" + (" flip agreement | share / source | pieces / source |"

@@ -209,6 +209,11 @@ RUNS = {  # name -> (method, --set overrides on top of the CPU preset)
         "mpscl.target_contrast_labels=self-training"]),
     "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ("mpscl", TODAY + [
         "mpscl.target_contrast_labels=self-training", "mpscl.lambda_trg=1.0"]),
+    # thirty-sixth round: today's recipe (-ctx1mm) with full-weight self-training (1.0) on the
+    # classes whose share of the warm-up's target predictions lies within 1.5x of the source
+    # labels' (mpscl.self_training_trusted; the others keep 0.3); shares the recipe's warm-up
+    "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trusted": ("mpscl", TODAY + [
+        "mpscl.self_training_trusted=1.0"]),
     # a null calibration: the recipe's MPSCL stage again from the same warm-up, with two torch
     # threads instead of one (the same computation, summed in another order): what the stage's
     # chaos alone does to a paired difference

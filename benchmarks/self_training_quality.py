@@ -69,16 +69,18 @@ def main():
     ds = PreparedDataset(a.target)
     cases = [ds.case(c) for c in ds.select(a.cases)]
     y = torch.cat([torch.from_numpy(c["label"]).long() for c in cases])
-    student, meta = load_model(a.run / "final.pt")
+    if a.at_warmup:  # the stage starts from the warm-up's weights, its teacher a copy of them
+        import yaml
+        student, meta = load_model(a.at_warmup)
+        meta["config"] = yaml.safe_load((a.run / "config.yaml").read_text())  # the run's stage settings
+        meta["prototypes"] = torch.load(a.run / "prototypes.pt", weights_only=False)["prototypes"]
+    else:
+        student, meta = load_model(a.run / "final.pt")
     # each slice with the neighbours the run was trained with (data.context), within its case
     x = torch.cat([torch.from_numpy(with_context(c["image"], context_of(meta), case_step(context_mm_of(meta), c["meta"])))
                    for c in cases])
     c = meta["config"]["mpscl"]
-    teacher, state = labels_network(a.run)
-    if a.at_warmup:  # the stage starts from the warm-up's weights, its teacher a copy of them
-        student, _ = load_model(a.at_warmup)
-        teacher, state = student.eval(), True
-        meta["prototypes"] = torch.load(a.run / "prototypes.pt", weights_only=False)["prototypes"]
+    teacher, state = (student.eval(), True) if a.at_warmup else labels_network(a.run)
     names = [str(n) for n in meta["classes"]]
     thr = c["self_training_threshold"] if a.threshold is None else a.threshold
     labels = []

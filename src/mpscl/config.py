@@ -198,6 +198,12 @@ class MPSCLConfig:
     # far more often right; not adopted on validation (benchmarks/README.md, "Thirty-fifth
     # round": level at lambda_trg 0.1, the phantom's cost at 1.0); needs self_training
     target_contrast_labels: str = setting("prototypes", choices=("prototypes", "self-training"))
+    # Beyond the paper, 0 = off: the self-training weight of each class whose share of the
+    # warm-up model's target predictions lies within loss.size_prior_band of its share in
+    # the source labels (measured once, at the stage's start, no target label); the other
+    # classes keep mpscl.self_training. Where a structure's predicted share is far from the
+    # source's its labels were the wrong ones on validation (adapt/class_trust.py)
+    self_training_trusted: float = setting(0.0, "[0, 1000]")
 
 
 @dataclass
@@ -484,6 +490,10 @@ def _check_combinations(cfg: Config) -> None:
         raise ConfigError("mpscl.target_contrast_labels=self-training selects the target contrastive "
                           "term's pixels by the self-training labels: it needs mpscl.self_training > 0 "
                           "and mpscl.lambda_trg > 0")
+    if c.self_training_trusted > 0 and c.self_training <= 0:
+        raise ConfigError("mpscl.self_training_trusted sets the self-training weight of the classes "
+                          "whose predicted share is plausible: it needs mpscl.self_training > 0 "
+                          "(the weight of the others)")
     if c.self_training_flips and c.self_training > 0 and c.self_training_teacher <= 0:
         raise ConfigError("mpscl.self_training_flips needs a mean teacher (mpscl.self_training_teacher > 0): "
                           "the student's extra flipped views would move its BatchNorm statistics")

@@ -298,7 +298,7 @@ def _self_training_term(t, xt, main_t, labels, pred, xs, ys) -> torch.Tensor:
         view = t.target_view(xt, t.iteration) if c.self_training_view == "randomised" else xt
         with t.autocast():
             _, _, logits = t.model(view)
-    return weighted_cross_entropy(logits, labels, **_global_batch(t, labels))
+    return weighted_cross_entropy(logits, labels, class_scale=t.st_class_scale, **_global_batch(t, labels))
 
 
 def _mixed_slices(t, xs, ys, xt, labels, pred, teacher):

@@ -31,6 +31,7 @@ from .adversarial_gate import AdversarialGate
 from .anatomy import AnatomyRules, learn_rules
 from .class_mix import class_mix_mask
 from .class_prior import ClassSharePrior, class_shares
+from .class_trust import class_scale, predicted_shares, trust_report, trusted_classes
 from .distributed import DistContext
 from .sampling import batch_indices, sample_generator
 from .schedule import set_poly_lr, stage_schedule
@@ -182,12 +183,28 @@ class Trainer:
                                               cfg.loss.size_prior_band)
             if init is not None and init.get("size_prior") is not None:
                 self.size_prior.load_state_dict(init["size_prior"])
+        # mpscl.self_training_trusted: per-class self-training factors read off the stage's
+        # initial (warm-up) weights on every target slice, before any resume state is loaded
+        self.st_class_scale: Optional[torch.Tensor] = None
+        if self.spec.prototypes and c.self_training > 0 and c.self_training_trusted > 0:
+            self.st_class_scale = self._trusted_class_scale(source)
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None
         self._last_saved_iter = 0
 
     # ------------------------------------------------------------------ helpers
+    def _trusted_class_scale(self, source) -> torch.Tensor:
+        c, band = self.cfg.mpscl, self.cfg.loss.size_prior_band
+        src = class_shares(source.labels.numpy(), self.num_classes)
+        pred = predicted_shares(self.model, self.target.images, self.num_classes, self.device)
+        trusted = trusted_classes(pred, src, band)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            report = trust_report(self.classes, pred, src, trusted, band, c.self_training, c.self_training_trusted)
+            atomic_write_text(self.out_dir / "self_training_trust.json", json.dumps(report, indent=1) + "\n")
+        return class_scale(trusted, c.self_training, c.self_training_trusted)
+
     @property
     def model(self) -> torch.nn.Module:
         return self.nets["model"]

@@ -84,6 +84,7 @@ def class_weights(labels: torch.Tensor, num_classes: int, ignore_index: int = -1
 def weighted_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1,
     counts: Optional[torch.Tensor] = None, world_size: int = 1,
+    class_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Class-weighted cross-entropy with ``w_c = 1 - freq_c`` of class c in this batch.
 
@@ -105,6 +106,11 @@ def weighted_cross_entropy(
         labels: (B,H,W) int64 class ids in [0, K) or ``ignore_index``.
         counts: optional (K,) class pixel counts of the global batch (see above).
         world_size: number of ranks sharing the global batch (with ``counts`` only).
+        class_scale: optional (K,) factors on each class's terms in the numerator only, the
+            normaliser unchanged: ``sum_i s_{y_i} w_{y_i} nll_i / sum_i w_{y_i}``, so scale s
+            on every class is the loss times s, and on some classes those classes' weight
+            alone (``mpscl.self_training_trusted``). In the degenerate one-class case the
+            plain mean is scaled the same way.
     Returns:
         scalar tensor (float32, or float64 for float64 logits).
     """
@@ -118,13 +124,18 @@ def weighted_cross_entropy(
         validf = valid.to(x.dtype)
         wc = class_weights(labels, k, ignore_index, counts=counts).to(x.dtype)
         w = wc[safe] * validf
+        scale = None if class_scale is None else class_scale.to(device=x.device, dtype=x.dtype)[safe] * validf
         if counts is None:
             wsum, nvalid = w.sum(), validf.sum()
         else:  # the global batch's normalisers, shared out over the ranks
             cnt = counts.to(device=x.device, dtype=x.dtype)
             wsum, nvalid = (wc * cnt).sum() / world_size, cnt.sum() / world_size
-        weighted = (w * nll).sum() / torch.where(wsum > 0, wsum, torch.ones_like(wsum))
-        plain = (validf * nll).sum() / nvalid.clamp_min(1.0 / world_size)
+        if scale is not None:
+            w_num, plain_num = w * scale, scale
+        else:
+            w_num, plain_num = w, validf
+        weighted = (w_num * nll).sum() / torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+        plain = (plain_num * nll).sum() / nvalid.clamp_min(1.0 / world_size)
         return torch.where(wsum > 0, weighted, plain)
 
 

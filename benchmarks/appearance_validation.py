@@ -230,7 +230,8 @@ STAGE_ONLY = {"mpscl-gin-longwarm-noadv": ["loss.adversarial=false"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-drop50": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-split50": ["loss.size_prior=0.1"],
               "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst": ["loss.size_prior=0.1"],
-              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ["loss.size_prior=0.1"]}
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trgst-w1": ["loss.size_prior=0.1"],
+              "mpscl-gin-long2x-st-mt995-size01-stage-ctx1mm-trusted": ["loss.size_prior=0.1"]}
 # and settings of the warm-up only (not of the MPSCL stage): a source-only + GIN warm-up
 WARMUP_ONLY = {"mpscl-gin-sowarm": ["loss.adversarial=false"]}
 

@@ -109,11 +109,15 @@ def cmd_label_free(args) -> None:
     import json
     from pathlib import Path
 
-    from .evaluate.label_free import indicators_markdown, label_free_indicators
+    from .data import PreparedDataset
+    from .evaluate.label_free import indicators_markdown, label_free_indicators, source_label_shares
     from .fileio import atomic_write_text
+    # the source's shares read once for every checkpoint (each is checked against the data's classes)
+    shares = (source_label_shares(args.source, [str(c) for c in PreparedDataset(args.data).classes])
+              if args.source else None)
     rows = {}
     for ckpt in args.checkpoint:
-        rows[ckpt] = label_free_indicators(ckpt, args.data, cases=args.cases, source_dir=args.source,
+        rows[ckpt] = label_free_indicators(ckpt, args.data, cases=args.cases, source_shares=shares,
                                            batch_size=args.batch_size, device=args.device)
     table = "\n".join(indicators_markdown(rows))
     if args.out:

@@ -10,6 +10,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -171,32 +172,35 @@ class Trainer:
         # mpscl.self_training_prior: the source labels' class shares, a running target estimate
         self.class_prior: Optional[ClassSharePrior] = None
         if self.spec.prototypes and c.self_training > 0 and c.self_training_prior > 0:
-            self.class_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
-                                               c.self_training_prior)
+            self.class_prior = ClassSharePrior(self.source_shares, c.self_training_prior)
         # loss.size_prior: the running class shares of the target predictions, in every stage
         # that sees unlabelled target slices (mpscl.size_prior: the MPSCL stage's own weight);
         # they start at the source's, and a stage that starts from another's network (MPSCL
         # from its warm-up) continues that estimate where that stage kept one
         self.size_prior: Optional[ClassSharePrior] = None
         if size_prior_weight(cfg, self.spec) > 0 and "target" in self.spec.inputs:
-            self.size_prior = ClassSharePrior(class_shares(source.labels.numpy(), self.num_classes),
-                                              cfg.loss.size_prior_band)
+            self.size_prior = ClassSharePrior(self.source_shares, cfg.loss.size_prior_band)
             if init is not None and init.get("size_prior") is not None:
                 self.size_prior.load_state_dict(init["size_prior"])
         # mpscl.self_training_trusted: per-class self-training factors read off the stage's
         # initial (warm-up) weights on every target slice, before any resume state is loaded
         self.st_class_scale: Optional[torch.Tensor] = None
         if self.spec.prototypes and c.self_training > 0 and c.self_training_trusted > 0:
-            self.st_class_scale = self._trusted_class_scale(source)
+            self.st_class_scale = self._trusted_class_scale()
         self.iteration = 0
         self._stop_signal: Optional[int] = None
         self.last_checkpoint: Optional[Path] = None
         self._last_saved_iter = 0
 
     # ------------------------------------------------------------------ helpers
-    def _trusted_class_scale(self, source) -> torch.Tensor:
+    @functools.cached_property
+    def source_shares(self):
+        """The source labels' class shares, the reference of the priors and trusted classes."""
+        return class_shares(self.source.labels.numpy(), self.num_classes)
+
+    def _trusted_class_scale(self) -> torch.Tensor:
         c, band = self.cfg.mpscl, self.cfg.loss.size_prior_band
-        src = class_shares(source.labels.numpy(), self.num_classes)
+        src = self.source_shares
         pred = predicted_shares(self.model, self.target.images, self.num_classes, self.device)
         trusted = trusted_classes(pred, src, band)
         if self.dist.is_main:

@@ -77,12 +77,15 @@ def source_label_shares(data_dir, classes: Sequence[str], cases: Optional[str] =
 
 def label_free_indicators(checkpoint, data_dir, cases: Optional[str] = None, source_dir=None,
                           source_cases: Optional[str] = None, batch_size: int = 16,
-                          device: str = "auto", progress: bool = True) -> Dict[str, Any]:
+                          device: str = "auto", progress: bool = True,
+                          source_shares: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """The indicators above for ``checkpoint`` on the prepared dataset ``data_dir`` (its labels,
     if any, are loaded with the case but never used), in the model's input grid (the prepared
     slices).
     ``source_dir``: a labelled prepared dataset (the source) for ``source_shares`` and
-    ``share_gap``; without it those are absent."""
+    ``share_gap``; without it those are absent. ``source_shares``: those shares already read
+    (:func:`source_label_shares`), e.g. once for several checkpoints; ``source_dir`` is then
+    not read."""
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
@@ -118,8 +121,9 @@ def label_free_indicators(checkpoint, data_dir, cases: Optional[str] = None, sou
         "flip_agreement_mean": float(np.mean(defined)) if defined else None,
         "shares": {classes[c]: float(shares[c]) for c in range(k)},
     }
-    if source_dir is not None:
-        src = source_label_shares(source_dir, classes, source_cases)
+    if source_shares is not None or source_dir is not None:
+        src = (np.asarray(source_shares, float) if source_shares is not None
+               else source_label_shares(source_dir, classes, source_cases))
         out["source_shares"] = {classes[c]: float(src[c]) for c in range(k)}
         out["share_gap"] = share_gap(shares, src)
     return out
